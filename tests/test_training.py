@@ -184,6 +184,45 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     assert resumed.global_step == 20 and math.isfinite(resumed.losses[-1])
 
 
+def test_metrics_reach_the_trackers(tmp_path):
+    from accelerate import Accelerator
+    from accelerate.tracking import GeneralTracker
+
+    class MemoryTracker(GeneralTracker):
+        name = "memory"
+        requires_logging_directory = False
+
+        def __init__(self):
+            super().__init__()
+            self.config, self.logs = None, []
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            self.config = values
+
+        def log(self, values, step=None, **kwargs):
+            self.logs.append((step, dict(values)))
+
+    tracker = MemoryTracker()
+    accelerator = Accelerator(cpu=True, log_with=[tracker])
+    args = make_args(tmp_path, max_train_steps=10, logging_steps=5, eval_steps=10, with_tracking=True)
+    train(make_model(), make_dataset(), args, eval_fn=lambda m: {"score": 1.5}, accelerator=accelerator)
+    assert tracker.config["learning_rate"] == 2e-2 and tracker.config["max_train_steps"] == 10
+    assert [step for step, values in tracker.logs if "train_loss" in values] == [5, 10]
+    assert (10, {"eval_score": 1.5}) in tracker.logs
+    assert all("lr" in values for _, values in tracker.logs if "train_loss" in values)
+
+
+def test_bf16_after_fp32_in_one_process(tmp_path):
+    fp32 = train(make_model(), make_dataset(), make_args(tmp_path / "fp32", max_train_steps=3))
+    bf16 = train(make_model(), make_dataset(), make_args(tmp_path / "bf16", max_train_steps=3, mixed_precision="bf16"))
+    assert all(math.isfinite(x) for x in bf16.losses)
+    assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=0.05) and bf16.losses[0] != fp32.losses[0]
+
+
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         train(make_model(), make_dataset(), make_args(tmp_path, resume_from_checkpoint=str(tmp_path)))

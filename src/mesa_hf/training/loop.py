@@ -125,6 +125,24 @@ def _tracker_config(args: MeSaTrainingArguments) -> dict[str, Any]:
     return {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}
 
 
+def _allow_new_precision(args: MeSaTrainingArguments) -> None:
+    """Let consecutive stages in one process use different precisions or devices.
+
+    Accelerate keeps one process-wide `AcceleratorState` and refuses a second `Accelerator` with another
+    `mixed_precision` (or `cpu=True` after a GPU one); the per-run part of that state is dropped then, keeping the
+    process group (`PartialState`) intact.
+    """
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if not shared:
+        return
+    previous_precision = shared.get("_mixed_precision")
+    device = shared.get("device")
+    if previous_precision != args.mixed_precision or (args.use_cpu and getattr(device, "type", "cpu") != "cpu"):
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def train(
     model: torch.nn.Module,
     train_dataset: torch.utils.data.Dataset,
@@ -157,6 +175,7 @@ def train(
     output_dir = Path(args.output_dir)
     checkpoints_dir = output_dir / CHECKPOINTS_DIR
     if accelerator is None:
+        _allow_new_precision(args)
         accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision=args.mixed_precision,
