@@ -15,10 +15,10 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
-from transformers.modeling_outputs import DepthEstimatorOutput
+from transformers.modeling_outputs import DepthEstimatorOutput, MaskedImageModelingOutput
 
 from .configuration_mesa import MeSaConfig
-from .losses import silog_loss
+from .losses import mask_to_pixel_mask, norm_targets, silog_loss, simmim_loss
 
 
 def _deconv_padding(kernel_size: int) -> tuple[int, int]:
@@ -276,4 +276,84 @@ class MeSaForDepthEstimation(MeSaPreTrainedModel):
         return DepthEstimatorOutput(loss=loss, predicted_depth=predicted_depth, hidden_states=hidden_states)
 
 
-__all__ = ["MeSaDepthDecoder", "MeSaForDepthEstimation", "MeSaMultiScaleDecoder", "MeSaPreTrainedModel"]
+class MeSaForMaskedImageModeling(MeSaPreTrainedModel):
+    """The masked objective (SimMIM) on the MeSa encoder.
+
+    Masked patch embeddings are replaced by a learned mask token (`backbone.embeddings.mask_token`, zero-initialised
+    as in transformers' Swin-V2); a 1x1 conv to ``encoder_stride**2 * 3`` channels + PixelShuffle(encoder_stride)
+    reconstructs the image from the stage-4 features; the loss is L1 over masked pixels (`simmim_loss`), optionally
+    against per-patch normalised targets (`config.norm_target`). Inputs: `pixel_values` (B, 3, H, W) with H, W
+    multiples of `config.mask_patch_size` and of the encoder stride; `bool_masked_pos` (B, H/4 * W/4) on the
+    model-patch grid, True = masked.
+    """
+
+    def __init__(self, config: MeSaConfig):
+        super().__init__(config)
+        self._build_encoder(config)
+        self.backbone.embeddings.mask_token = nn.Parameter(torch.zeros(1, 1, config.backbone_config.embed_dim))
+        stride = config.encoder_stride
+        self.mim_decoder = nn.Sequential(
+            nn.Conv2d(config.stage_channels[-1], stride**2 * config.backbone_config.num_channels, kernel_size=1),
+            nn.PixelShuffle(stride),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedImageModelingOutput | tuple:
+        if output_attentions:
+            raise ValueError("MeSaForMaskedImageModeling does not return attention maps")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        self._check_pixel_values(pixel_values)
+        batch, _, height, width = pixel_values.shape
+        multiple = math.lcm(self.config.mask_patch_size, self.config.encoder_stride)
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"pixel_values height and width must be multiples of {multiple} (mask patch size and encoder stride)"
+                f" for masked image modelling, got {height}x{width}"
+            )
+        patch = self.config.patch_size
+        if bool_masked_pos is not None:
+            bool_masked_pos = bool_masked_pos.reshape(batch, -1)
+            if bool_masked_pos.shape[1] != (height // patch) * (width // patch):
+                raise ValueError(
+                    f"bool_masked_pos must have (height/{patch}) * (width/{patch}) = "
+                    f"{(height // patch) * (width // patch)} entries per image, got {bool_masked_pos.shape[1]}"
+                )
+        stage_features, hidden_states = self.encode(
+            pixel_values, bool_masked_pos=bool_masked_pos, output_hidden_states=output_hidden_states
+        )
+        reconstruction = self.mim_decoder(stage_features[-1])
+
+        loss = None
+        if bool_masked_pos is not None:
+            pixel_mask = mask_to_pixel_mask(bool_masked_pos, patch, height, width)
+            target = (
+                norm_targets(pixel_values, self.config.norm_target_patch_size)
+                if self.config.norm_target
+                else pixel_values
+            )
+            loss = simmim_loss(target, reconstruction, pixel_mask)
+
+        if not return_dict:
+            output = (reconstruction,) + ((hidden_states,) if output_hidden_states else ())
+            return ((loss,) + output) if loss is not None else output
+        return MaskedImageModelingOutput(loss=loss, reconstruction=reconstruction, hidden_states=hidden_states)
+
+
+__all__ = [
+    "MeSaDepthDecoder",
+    "MeSaForDepthEstimation",
+    "MeSaForMaskedImageModeling",
+    "MeSaMultiScaleDecoder",
+    "MeSaPreTrainedModel",
+]
