@@ -9,7 +9,12 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForDepthEstima
 from .configuration_mesa import PRESETS, MeSaConfig
 from .hub import save_for_sharing
 from .image_processing_mesa import MeSaImageProcessor
-from .modeling_mesa import MeSaForDepthEstimation, MeSaForMaskedImageModeling, MeSaPreTrainedModel
+from .modeling_mesa import (
+    MeSaForDepthEstimation,
+    MeSaForMaskedImageModeling,
+    MeSaForSelfSupervisedDepth,
+    MeSaPreTrainedModel,
+)
 
 __version__ = "0.1.0"
 
@@ -23,6 +28,7 @@ __all__ = [
     "MeSaConfig",
     "MeSaForDepthEstimation",
     "MeSaForMaskedImageModeling",
+    "MeSaForSelfSupervisedDepth",
     "MeSaImageProcessor",
     "MeSaPreTrainedModel",
     "__version__",
