@@ -133,29 +133,39 @@ def test_loss_falls_and_final_model_is_saved(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
 
 
-def test_interrupted_run_resumes_to_identical_weights(tmp_path):
-    # 64 samples / batch 8 = 8 batches = 4 updates per epoch with accumulation 2; checkpoints every 3 updates fall
-    # mid-epoch, so the resume must skip the right batches of the right epoch
-    common = {"max_train_steps": 14, "gradient_accumulation_steps": 2, "checkpointing_steps": 3, "save_total_limit": 2}
+@pytest.mark.parametrize(
+    ("checkpointing_steps", "stop_after", "kept"),
+    [(3, 8, ["step_3", "step_6"]), (4, 9, ["step_4", "step_8"])],
+    ids=["mid-epoch", "epoch-boundary"],
+)
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, checkpointing_steps, stop_after, kept):
+    # 64 samples / batch 8 = 8 batches = 4 updates per epoch with accumulation 2: checkpoints every 3 updates fall
+    # mid-epoch (the resume must skip the right batches of the right epoch), every 4 at epoch ends
+    common = {
+        "max_train_steps": 14,
+        "gradient_accumulation_steps": 2,
+        "checkpointing_steps": checkpointing_steps,
+        "save_total_limit": 2,
+    }
     full = train(make_model(), make_dataset(), make_args(tmp_path / "full", **common))
 
     class Interrupt(Exception):
         pass
 
-    def stop_after_step_8(step, loss):
-        if step == 8:
+    def stop(step, loss):
+        if step == stop_after:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train(make_model(), make_dataset(), make_args(tmp_path / "cut", **common), step_callback=stop_after_step_8)
-    assert [p.name for p in list_checkpoints(tmp_path / "cut")] == ["step_3", "step_6"]  # save_total_limit 2
+        train(make_model(), make_dataset(), make_args(tmp_path / "cut", **common), step_callback=stop)
+    assert [p.name for p in list_checkpoints(tmp_path / "cut")] == kept  # save_total_limit 2
 
     resumed = train(
         make_model(seed=99),  # a different init: every weight must come from the checkpoint
         make_dataset(),
         make_args(tmp_path / "cut", resume_from_checkpoint="latest", **common),
     )
-    assert resumed.resumed_from == str(tmp_path / "cut" / "checkpoints" / "step_6")
+    assert resumed.resumed_from == str(tmp_path / "cut" / "checkpoints" / kept[-1])
     assert resumed.global_step == 14
     assert resumed.losses == full.losses  # the history carries across the restart, step for step
     difference = max_weight_difference(full.final_model_dir, resumed.final_model_dir)
