@@ -189,3 +189,30 @@ def test_warp_real_frames_with_ground_truth_depth_and_pose(target_index, source_
     # measured: true pose 0.111 / 0.106, no warp 0.232 / 0.291, reversed pose 0.264 / 0.316
     assert errors["true"] < 0.6 * errors["none"], errors
     assert errors["reversed"] > 2 * errors["true"], errors
+
+
+def test_warp_frame_rejects_mismatched_inputs():
+    K = _intrinsics()
+    with pytest.raises(ValueError, match="depth size"):
+        warp_frame(torch.rand(1, 3, 6, 8), torch.ones(1, 1, 6, 7), torch.eye(4)[None], K)
+    with pytest.raises(ValueError, match="depth must be"):
+        warp_frame(torch.rand(1, 3, 6, 8), torch.ones(1, 6, 8), torch.eye(4)[None], K)
+    with pytest.raises(ValueError, match="inv_K"):
+        backproject(torch.ones(1, 1, 6, 8), torch.eye(2)[None])
+
+
+@pytest.mark.parametrize("module", ["geometry", "losses"])
+def test_shared_maths_modules_import_only_torch_and_the_standard_library(module):
+    # these files are copied next to shared checkpoints for trust_remote_code, where mesa_hf may not be installed
+    import ast
+    import sys
+
+    source = Path(__file__).resolve().parents[1] / "src" / "mesa_hf" / f"{module}.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{source.name}: relative import of {node.module}"
+            imported.add(node.module.split(".")[0])
+    assert imported - {"torch"} <= set(sys.stdlib_module_names), imported
