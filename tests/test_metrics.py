@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,41 +232,27 @@ def test_sliding_window_tta_hand_checked():
     torch.testing.assert_close(both, x[:, 0] + 2.5)
 
 
-def test_depth_metric_evaluate_module_offline(tmp_path):
+def test_depth_metric_evaluate_module_offline(monkeypatch):
     """evaluate.load(<local folder>) works offline and agrees with compute_depth_metrics."""
-    src = Path(__file__).resolve().parents[1] / "src"
-    script = textwrap.dedent(
-        """
-        import json, sys
-        import numpy as np
-        from mesa_hf.evaluation import compute_depth_metrics, load_depth_metric, DEPTH_METRIC_MODULE_PATH
-        import evaluate
-        rng = np.random.default_rng(1)
-        gts = [rng.uniform(0.5, 12, size=(5, 6)).astype(np.float32) for _ in range(3)]
-        preds = [(g * rng.uniform(0.8, 1.2, size=g.shape)).astype(np.float32) for g in gts]
-        metric = load_depth_metric()
-        direct = evaluate.load(str(DEPTH_METRIC_MODULE_PATH / "depth_metrics.py"))
-        metric.add_batch(predictions=preds[:2], references=gts[:2])
-        metric.add(predictions=preds[2], references=gts[2])
-        got = metric.compute(crop=None, max_depth=10.0)
-        pooled = direct.compute(predictions=preds, references=gts, crop=None, pooled=True)
-        ref = compute_depth_metrics(np.stack(preds), np.stack(gts), crop=None)
-        print(json.dumps({"got": got, "ref": ref, "pooled": pooled}))
-        """
-    )
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(src),
-        HF_HOME=str(tmp_path / "hf"),
-        HF_HUB_OFFLINE="1",
-        HF_EVALUATE_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-    )
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    import json
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")  # tests/conftest.py also points HF_HOME at a temporary folder
+    import evaluate
 
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    from mesa_hf.evaluation import DEPTH_METRIC_MODULE_PATH, load_depth_metric
+
+    rng = np.random.default_rng(1)
+    gts = [rng.uniform(0.5, 12, size=(5, 6)).astype(np.float32) for _ in range(3)]
+    preds = [(g * rng.uniform(0.8, 1.2, size=g.shape)).astype(np.float32) for g in gts]
+    metric = load_depth_metric()
+    metric.add_batch(predictions=preds[:2], references=gts[:2])
+    metric.add(predictions=preds[2], references=gts[2])
+    got = metric.compute(crop=None, max_depth=10.0)
+    reference = compute_depth_metrics(np.stack(preds), np.stack(gts), crop=None)
     for key in METRIC_NAMES:
-        assert result["got"][key] == pytest.approx(result["ref"][key], rel=1e-5), key
-    assert result["pooled"]["rmse"] != pytest.approx(result["ref"]["rmse"], rel=1e-7)
+        assert got[key] == pytest.approx(reference[key], rel=1e-5), key
+    direct = evaluate.load(str(DEPTH_METRIC_MODULE_PATH / "depth_metrics.py"))
+    pooled = direct.compute(predictions=preds, references=gts, crop=None, pooled=True)
+    accumulator = DepthMetricAccumulator(crop=None)
+    accumulator.update(np.stack(preds), np.stack(gts))
+    assert pooled == pytest.approx(accumulator.compute_pooled(), rel=1e-5)
+    assert pooled["rmse"] != pytest.approx(reference["rmse"], rel=1e-7)

@@ -110,6 +110,15 @@ class TestTimeAugmentation:
     def enabled(self) -> bool:
         return self.flip or self.sliding_window
 
+    def short_label(self) -> str:
+        """Compact label for file names and metadata: ``"none"``, ``"flip"``, ``"flip+sw480"``, ``"swH"``."""
+        parts = (["flip"] if self.flip else []) + (
+            [f"sw{self.window_size or 'H'}" + (f"x{self.num_windows}" if self.num_windows != 2 else "")]
+            if self.sliding_window
+            else []
+        )
+        return "+".join(parts) or "none"
+
     def describe(self) -> str:
         """Short label, e.g. ``"flip + sliding-window (2 x 480 px, overlap averaged)"`` or ``"none"``."""
         parts = []
