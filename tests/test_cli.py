@@ -187,3 +187,46 @@ def test_bf16_and_fp16_outputs_are_finite_and_close_to_fp32(small_images):
 def test_cli_reports_bad_input(tmp_path, capsys):
     status = main(["evaluate", str(tmp_path / "missing"), "--data", str(tmp_path)])
     assert status == 2 and "checkpoint folder not found" in capsys.readouterr().err
+
+
+def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data, tmp_path):
+    """evaluate_model == predictor + compute_depth_metrics by hand; list of dicts and datasets.Dataset agree."""
+    import datasets
+
+    from mesa_hf.evaluation import compute_depth_metrics, get_protocol
+    from mesa_hf.evaluation.evaluator import evaluate_model
+    from mesa_hf.evaluation.folder import DepthFolder, load_depth_dataset
+    from mesa_hf.evaluation.inference import resize_depth
+
+    folder = DepthFolder(shared_data / "ibims1_partial2")  # rgb/*.png + depth/*.npy (1, 1, 480, 640) metres
+    assert len(folder) == 2
+    samples = [folder[i] for i in range(2)]
+    assert samples[0]["depth"].shape == (480, 640) and (samples[0]["depth"] == 0).any()
+    for sample in samples:  # an iBims-style extra mask: drop the left half
+        sample["mask"] = np.zeros((480, 640), dtype=bool)
+        sample["mask"][:, 320:] = True
+    model = tiny_depth_model(seed=0)
+    processor = MeSaImageProcessor()
+    result = evaluate_model(model, samples, "ibims1", image_processor=processor, batch_size=2, progress=False)
+    assert result.num_images == 2 and "protocol=ibims1 | crop=none" in result.format_table()
+
+    predictor = DepthPredictor(model, device="cpu")
+    pixel_values = processor(images=[s["image"] for s in samples], return_tensors="pt")["pixel_values"]
+    depth = resize_depth(predictor(pixel_values), (480, 640))
+    by_hand = [
+        compute_depth_metrics(depth[i], s["depth"], max_depth=10.0, crop=None, valid_mask=s["mask"])
+        for i, s in enumerate(samples)
+    ]
+    for key in METRIC_NAMES:
+        assert result.metrics[key] == pytest.approx(np.mean([m[key] for m in by_hand]), rel=1e-5), key
+    without_mask = evaluate_model(model, samples, get_protocol("ibims1", use_dataset_mask=False), progress=False)
+    assert without_mask.metrics["rmse"] != pytest.approx(result.metrics["rmse"], rel=1e-4)
+
+    table = datasets.Dataset.from_list([{"image": s["image"], "depth": s["depth"], "mask": s["mask"]} for s in samples])
+    from_datasets = evaluate_model(model, table, "ibims1", image_processor=processor, batch_size=2, progress=False)
+    assert from_datasets.metrics == pytest.approx(result.metrics, rel=1e-5)
+    table.save_to_disk(str(tmp_path / "saved"))
+    reloaded = load_depth_dataset(tmp_path / "saved")
+    assert isinstance(reloaded[0]["depth"], np.ndarray) and reloaded[0]["depth"].shape == (480, 640)
+    from_disk = evaluate_model(model, reloaded, "ibims1", image_processor=processor, batch_size=2, progress=False)
+    assert from_disk.metrics == pytest.approx(result.metrics, rel=1e-5)

@@ -100,8 +100,9 @@ class DepthFolder:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, depth_path = self.pairs[index]
-        with Image.open(image_path) as im:
-            image = im.convert("RGB")
+        from mesa_hf.image_processing_mesa import load_rgb_image
+
+        image = Image.fromarray(load_rgb_image(str(image_path)))
         return {
             "image": image,
             "depth": read_depth_file(depth_path, self.depth_scale),

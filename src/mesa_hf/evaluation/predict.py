@@ -32,15 +32,19 @@ class InputFrame:
     frame: int | None = None
 
     def load(self) -> Image.Image:
+        """The frame as an RGB PIL image (EXIF rotation applied; 16-bit / grayscale / RGBA handled like
+        ``MeSaImageProcessor``)."""
+        from mesa_hf.image_processing_mesa import load_rgb_image
+
+        where = f"{self.path}" + (f" frame {self.frame}" if self.frame is not None else "")
         try:
             with Image.open(self.path) as im:
                 if self.frame is not None:
                     im.seek(self.frame)
-                return im.convert("RGB")
+                im.load()
+                return Image.fromarray(load_rgb_image(im))
         except (OSError, EOFError) as error:
-            raise ValueError(f"cannot read image {self.path}" + (f" frame {self.frame}" if self.frame else "")) from (
-                error
-            )
+            raise ValueError(f"cannot read image {where}: {error}") from error
 
 
 def _frames_of_file(path: Path) -> list[InputFrame]:
