@@ -132,6 +132,15 @@ def test_evaluate_nyu_test10_prints_table_and_tta_changes_numbers(checkpoint, sh
     for key in ("abs_rel", "rmse", "silog"):
         assert tta["metrics"][key] != pytest.approx(plain_first_two[key], rel=1e-4), key
 
+    # the same images through mesa_hf.data's CSV loader (depth PNG in mm) score the same as the folder reader
+    csv_json = tmp_path / "csv.json"
+    args = ["evaluate", str(checkpoint), "--data", str(data / "nyu2_mini_test.csv"), "--data-format", "csv"]
+    args += ["--depth-format", "png", "--max-samples", "2", "--no-progress", "--output-json", str(csv_json)]
+    assert main(args) == 0
+    via_data_layer = json.loads(csv_json.read_text())
+    for key in METRIC_NAMES:
+        assert via_data_layer["metrics"][key] == pytest.approx(plain_first_two[key], rel=1e-5), key
+
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(checkpoint / "README.md")
@@ -195,7 +204,7 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
 
     from mesa_hf.evaluation import compute_depth_metrics, get_protocol
     from mesa_hf.evaluation.evaluator import evaluate_model
-    from mesa_hf.evaluation.folder import DepthFolder, load_depth_dataset
+    from mesa_hf.evaluation.folder import DepthFolder, open_depth_dataset
     from mesa_hf.evaluation.inference import resize_depth
 
     folder = DepthFolder(shared_data / "ibims1_partial2")  # rgb/*.png + depth/*.npy (1, 1, 480, 640) metres
@@ -226,7 +235,7 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
     from_datasets = evaluate_model(model, table, "ibims1", image_processor=processor, batch_size=2, progress=False)
     assert from_datasets.metrics == pytest.approx(result.metrics, rel=1e-5)
     table.save_to_disk(str(tmp_path / "saved"))
-    reloaded = load_depth_dataset(tmp_path / "saved")
+    reloaded = open_depth_dataset(tmp_path / "saved")
     assert isinstance(reloaded[0]["depth"], np.ndarray) and reloaded[0]["depth"].shape == (480, 640)
     from_disk = evaluate_model(model, reloaded, "ibims1", image_processor=processor, batch_size=2, progress=False)
     assert from_disk.metrics == pytest.approx(result.metrics, rel=1e-5)

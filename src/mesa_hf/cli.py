@@ -84,6 +84,16 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset folder: image/depth pairs (CSV image_path,depth_path; rgb/ + depth/; image_*/depth_*) "
         "or a datasets save_to_disk folder with image/depth columns",
     )
+    parser.add_argument(
+        "--data-format",
+        default="auto",
+        help="'auto' (folder of pairs or save_to_disk folder) or a mesa_hf.data.load_depth_dataset format: "
+        "nyu_mat (+ --splits-path --split test: the official 654 NYUv2 test images), nyu_sync, ibims1, csv, ...",
+    )
+    parser.add_argument("--split", default=None, help="split for nyu_mat / parquet / DatasetDict folders")
+    parser.add_argument("--splits-path", default=None, help="splits.mat for --data-format nyu_mat")
+    parser.add_argument("--file-list", default=None, help="BTS file list for --data-format nyu_sync")
+    parser.add_argument("--depth-format", default=None, help="depth file format for --data-format folder/csv")
     parser.add_argument("--protocol", default="nyuv2", choices=sorted(PROTOCOLS), help="evaluation protocol")
     parser.add_argument("--median-scaling", action="store_true", help="per-image median scaling (self-supervised)")
     parser.add_argument("--depth-scale", type=float, default=0.001, help="metres per unit of 16-bit depth PNGs")
@@ -110,11 +120,19 @@ _MODEL_CARD_DATASETS = {
 def run_evaluate(args: argparse.Namespace) -> int:
     from mesa_hf.evaluation import get_protocol
     from mesa_hf.evaluation.evaluator import evaluate_model, write_model_card_results
-    from mesa_hf.evaluation.folder import load_depth_dataset
+    from mesa_hf.evaluation.folder import open_depth_dataset
     from mesa_hf.evaluation.inference import load_checkpoint
 
     model, processor = load_checkpoint(args.checkpoint)
-    dataset = load_depth_dataset(args.data, depth_scale=args.depth_scale)
+    dataset = open_depth_dataset(
+        args.data,
+        data_format=args.data_format,
+        depth_scale=args.depth_scale,
+        depth_format=args.depth_format,
+        split=args.split,
+        splits_path=args.splits_path,
+        file_list=args.file_list,
+    )
     protocol = get_protocol(args.protocol, **({"median_scaling": True} if args.median_scaling else {}))
     result = evaluate_model(
         model,

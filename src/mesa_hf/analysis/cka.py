@@ -17,7 +17,7 @@ ArrayLike = torch.Tensor | np.ndarray
 
 
 def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
     if t.ndim < 2:
         raise ValueError(f"{name} must be (n, d) features (or (n, ...) to be flattened), got shape {tuple(t.shape)}")
     return t.reshape(t.shape[0], -1).to(dtype=torch.float64)

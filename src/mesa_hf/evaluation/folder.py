@@ -111,15 +111,43 @@ class DepthFolder:
         }
 
 
-def load_depth_dataset(path: str | Path, depth_scale: float = 0.001) -> Any:
-    """A ``datasets`` folder (``save_to_disk``) or a :class:`DepthFolder`."""
+def open_depth_dataset(
+    path: str | Path,
+    data_format: str = "auto",
+    depth_scale: float = 0.001,
+    depth_format: str | None = None,
+    split: str | None = None,
+    splits_path: str | Path | None = None,
+    file_list: str | Path | None = None,
+) -> Any:
+    """An indexable depth dataset (``image``, ``depth`` metres) for evaluation.
+
+    ``data_format="auto"``: a ``datasets`` folder saved with ``save_to_disk`` or a :class:`DepthFolder`
+    (``depth_scale`` = metres per stored unit of 16-bit PNGs without a ``depth_scale`` text chunk).
+    Any other value is a format of :func:`mesa_hf.data.load_depth_dataset` (``nyu_mat`` with ``splits_path`` for
+    the official 654 NYUv2 test images, ``nyu_sync``, ``ibims1``, ``csv``, ``folder``, ``parquet``, ...).
+    """
     path = Path(path)
+    if data_format != "auto":
+        from mesa_hf.data import load_depth_dataset
+
+        return load_depth_dataset(
+            data_format,
+            path,
+            split=split,
+            depth_format=depth_format,
+            depth_scale=None if depth_format is None else 1.0 / depth_scale,  # the data layer wants units per metre
+            splits_path=splits_path,
+            file_list=file_list,
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"dataset folder not found: {path}")
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
         import datasets
 
         dataset = datasets.load_from_disk(str(path))
         if isinstance(dataset, datasets.DatasetDict):
-            split = "test" if "test" in dataset else next(iter(dataset))
+            split = split or ("test" if "test" in dataset else next(iter(dataset)))
             dataset = dataset[split]
         missing = {"image", "depth"} - set(dataset.column_names)
         if missing:

@@ -47,15 +47,16 @@ TensorLike = torch.Tensor | np.ndarray
 
 
 def _as_tensor(x: TensorLike | Sequence, name: str) -> torch.Tensor:
+    """float64 CPU copy of a real-valued torch tensor or numpy array."""
     if isinstance(x, torch.Tensor):
-        t = x.detach()
-    elif isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x))
-    else:
-        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
-    if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.uint8)):
-        raise TypeError(f"{name} must hold real numbers (metres), got dtype {t.dtype}")
-    return t.to(device="cpu", dtype=torch.float64)
+        if x.dtype == torch.bool or x.is_complex():
+            raise TypeError(f"{name} must hold real numbers (metres), got dtype {x.dtype}")
+        return x.detach().to(device="cpu", dtype=torch.float64)
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must hold real numbers (metres), got dtype {x.dtype}")
+        return torch.from_numpy(np.array(x, dtype=np.float64))  # a copy: also fine for read-only arrays
+    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
 def _as_batch(pred: TensorLike, gt: TensorLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,8 +112,10 @@ def valid_depth_mask(
     mask = torch.isfinite(g) & (g > min_depth) & (g < max_depth)
     mask &= crop_mask(g.shape[-2], g.shape[-1], crop)
     if valid_mask is not None:
-        extra = torch.from_numpy(np.asarray(valid_mask)) if isinstance(valid_mask, np.ndarray) else valid_mask
-        extra = extra.detach().to("cpu")
+        if isinstance(valid_mask, np.ndarray):
+            extra = torch.from_numpy(np.array(valid_mask, dtype=bool))
+        else:
+            extra = valid_mask.detach().to("cpu")
         if extra.shape != g.shape and extra.shape != g.shape[-2:]:
             raise ValueError(f"valid_mask shape {tuple(extra.shape)} does not match gt shape {tuple(g.shape)}")
         mask &= extra.bool()
@@ -134,7 +137,11 @@ def median_scale(pred: TensorLike, gt: TensorLike, mask: TensorLike) -> torch.Te
     ``numpy.median`` (Monodepth2 ``evaluate_depth.py``).
     """
     p, g = _as_batch(pred, gt)
-    m = (mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.asarray(mask))).bool().reshape(p.shape)
+    m = (
+        (mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.array(mask, dtype=bool)))
+        .bool()
+        .reshape(p.shape)
+    )
     out = p.clone()
     for i in range(p.shape[0]):
         if not m[i].any():
