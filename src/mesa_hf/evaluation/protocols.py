@@ -67,7 +67,8 @@ class EvaluationProtocol:
         parts = [
             f"protocol={self.name}",
             f"crop={self.crop_description()}",
-            f"valid={self.min_depth:g}<gt<{self.max_depth:g} m" + (" & dataset mask" if self.use_dataset_mask else ""),
+            f"valid={self.min_depth:g}<gt<{self.max_depth:g} m"
+            + (" & dataset mask if present" if self.use_dataset_mask else ""),
             f"input={size}",
             "scaling=" + ("per-image median (gt/pred)" if self.median_scaling else "none (metric)"),
             "pred=" + ("clipped to range" if self.clamp_pred else "as predicted"),
