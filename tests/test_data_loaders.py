@@ -256,3 +256,33 @@ def test_skip_invalid_counts_the_bad_samples(tmp_path, caplog):
     assert len(ds) == 2 and ds.skipped_invalid == 2
     assert "skipped 2 invalid of 4 samples" in caplog.text
     np.testing.assert_array_equal([np.asarray(d)[0, 0] for d in ds["depth"]], np.float32([2.0, 2.001]))
+
+
+def test_ibims1_core_mat_release(tmp_path):
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    depth = rng.uniform(1.0, 5.0, (6, 8))
+    mask_invalid, mask_transp = np.ones((6, 8), np.uint8), np.ones((6, 8), np.uint8)
+    mask_invalid[0, 0], mask_transp[1, 1] = 0, 0
+    calib = [[559.6, 0, 320.5], [0, 559.6, 240.5], [0, 0, 1]]
+    data = {"rgb": rgb, "depth": depth, "calib": calib, "mask_invalid": mask_invalid, "mask_transp": mask_transp}
+    scipy.io.savemat(tmp_path / "corridor_01.mat", {"data": data})
+    ds = load_depth_dataset("ibims1", tmp_path, cache_dir=str(tmp_path / "c"))
+    row = ds[0]
+    np.testing.assert_array_equal(np.asarray(row["image"]), rgb)
+    expected = depth.astype(np.float32)
+    expected[0, 0] = expected[1, 1] = 0.0
+    np.testing.assert_array_equal(np.asarray(row["depth"]), expected)
+    np.testing.assert_allclose(row["intrinsics"], calib, rtol=1e-6)
+    assert row["scene"] == "corridor_01"
+
+
+def test_parquet_glob(tmp_path):
+    for i in range(2):
+        table = Dataset.from_dict(
+            {"image": [PILImage.new("RGB", (4, 3))], "depth_map": [np.full((3, 4), 1.5 + i, np.float32)]},
+            features=Features({"image": Image(), "depth_map": Image()}),
+        )
+        table.to_parquet(tmp_path / f"train-{i}.parquet")
+    ds = load_depth_dataset("parquet", str(tmp_path / "train-*.parquet"), cache_dir=str(tmp_path / "c"))
+    assert len(ds) == 2 and np.asarray(ds[1]["depth"])[0, 0] == np.float32(2.5)

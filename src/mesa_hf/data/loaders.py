@@ -10,6 +10,7 @@ file, or with ``skip_invalid=True`` is skipped, logged, and counted in the retur
 from __future__ import annotations
 
 import csv
+import glob
 import io
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -248,6 +249,32 @@ def _nyu_mat_indices(mat_path: Path, splits_path: str | Path | None, split: str 
     return indices
 
 
+def _ibims1_mat_row(mat_path: str, max_median_depth) -> dict:
+    import scipy.io
+
+    try:
+        data = scipy.io.loadmat(mat_path, squeeze_me=False)["data"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{mat_path}: not an iBims-1 .mat file with a 'data' struct ({err})") from err
+    fields = data.dtype.names or ()
+    if "rgb" not in fields or "depth" not in fields:
+        raise ValueError(f"{mat_path}: the 'data' struct needs fields 'rgb' and 'depth', has {fields}")
+    calib = np.asarray(data["calib"][0, 0], dtype=np.float32).tolist() if "calib" in fields else None
+    image, depth = np.asarray(data["rgb"][0, 0]), np.asarray(data["depth"][0, 0], dtype=np.float32)
+    for mask in ("mask_invalid", "mask_transp"):  # 1 = valid, as in the official evaluation script
+        if mask in fields:
+            depth = depth * (np.asarray(data[mask][0, 0]) != 0)
+    return _depth_row_from_arrays(image, depth, mat_path, max_median_depth, calib, Path(mat_path).stem)
+
+
+def _ibims1_mat_rows(mat_paths: list[str], skip_invalid: bool, max_median_depth, name: str):
+    skipper = SampleSkipper(skip_invalid, name)
+    for mat_path in mat_paths:
+        row = skipper.run(_ibims1_mat_row, mat_path, max_median_depth)
+        if row is not None:
+            yield row
+
+
 def _decode_depth_image(value: dict, source: str, depth_scale: float | None) -> np.ndarray:
     with Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as img:
         depth = np.asarray(img)
@@ -311,8 +338,10 @@ def load_depth_dataset(
             ``nyudepthv2_{train,test}_files_with_gt.txt``) or by scanning ``path``;
             ``"nyu_mat"`` the official ``nyu_depth_v2_labeled.mat`` with ``splits_path``
             (``splits.mat``, 795 train / 654 test); ``"parquet"`` local parquet file(s) in the Hub NYUv2 layout
-            (``image``, ``depth_map``); ``"hub"`` a Hub dataset id in that layout; ``"ibims1"`` ``rgb/*.png`` +
-            ``depth/*.npy`` (metres) or ``depth/*.png`` (iBims-1 raw, ×50/65535); ``"folder"`` images and depth
+            (``image``, ``depth_map``); ``"hub"`` a Hub dataset id in that layout; ``"ibims1"`` the iBims-1 core
+            release's ``*.mat`` files (struct ``data`` with ``rgb``, ``depth`` [m], ``calib`` 3×3; ``mask_invalid``
+            and ``mask_transp`` zero the depth as in the official evaluation) or ``rgb/*.png`` +
+            ``depth/*.npy`` (metres) / ``depth/*.png`` (×50/65535); ``"folder"`` images and depth
             files matched by ``image_pattern``/``depth_pattern`` (paired in sorted order); ``"csv"`` a CSV file with
             ``image_path``, ``depth_path`` (relative to the CSV) and optional ``scene`` columns.
         path: root folder, .mat file, parquet file/glob, Hub id or CSV file.
@@ -338,7 +367,7 @@ def load_depth_dataset(
 
     if format in ("parquet", "hub"):
         if format == "parquet":
-            files = [str(p) for p in sorted(Path().glob(str(path)))] if not Path(path).exists() else [str(path)]
+            files = [str(path)] if Path(path).exists() else sorted(glob.glob(str(path)))
             if not files:
                 raise FileNotFoundError(f"{path}: no parquet file found")
             load_kwargs = {"path": "parquet", "data_files": files, "split": "train"}
@@ -366,6 +395,10 @@ def load_depth_dataset(
         pairs, scenes = _nyu_sync_pairs(path, file_list)
         depth_format = depth_format or "nyu"
         intrinsics = NYU_INTRINSICS if intrinsics is None else intrinsics
+    elif format == "ibims1" and any(path.glob("*.mat")):
+        mats = sorted(str(p) for p in path.glob("*.mat"))
+        kwargs = {"mat_paths": mats, **common}
+        return build_dataset(_ibims1_mat_rows, kwargs, num_candidates=len(mats), **build)
     elif format == "ibims1":
         images = sorted(p for p in (path / "rgb").glob("*.png"))
         pairs = []
