@@ -21,7 +21,7 @@ from datasets import Image as ImageFeature
 from datasets.exceptions import DatasetGenerationError
 from PIL import Image
 
-from .columns import DEPTH_FEATURES, IMAGE_FEATURES, intrinsics_matrix
+from .columns import DEPTH_FEATURES, IMAGE_FEATURES, encode_depth, intrinsics_matrix
 from .decoders import decode_depth, read_image_file
 from .validation import (
     DEFAULT_MAX_MEDIAN_DEPTH,
@@ -83,7 +83,7 @@ def _depth_row_from_files(record: dict, max_median_depth: float | None) -> dict:
     check_depth(depth, str(record["depth"]), max_median_depth)
     return {
         "image": {"bytes": image_bytes, "path": str(record["image"])},
-        "depth": depth,
+        "depth": encode_depth(depth),
         "intrinsics": record.get("intrinsics"),
         "scene": record.get("scene") or "",
     }
@@ -110,7 +110,7 @@ def _depth_row_from_arrays(
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     image_value = {"bytes": buffer.getvalue(), "path": None}
-    return {"image": image_value, "depth": depth, "intrinsics": intrinsics, "scene": scene}
+    return {"image": image_value, "depth": encode_depth(depth), "intrinsics": intrinsics, "scene": scene}
 
 
 def _records(pairs: Sequence[tuple[Path, Path]], depth_format: str, depth_scale, intrinsics, scenes=None) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .columns import VIDEO_FEATURES, intrinsics_matrix
+from .columns import VIDEO_FEATURES, encode_depth, intrinsics_matrix
 from .decoders import decode_depth, read_image_file
 from .loaders import NYU_INTRINSICS, build_dataset
 from .validation import DEFAULT_MAX_MEDIAN_DEPTH, SampleSkipper, check_depth, check_intrinsics, check_same_size
@@ -224,7 +224,7 @@ def _clip_row(seq: dict, t: int, offsets: tuple[int, ...], max_median_depth) -> 
         "source_offsets": list(offsets),
         "intrinsics": seq["intrinsics"],
         "poses": None if seq["poses"] is None else [seq["poses"][i] for i in indices],
-        "depth": depth,
+        "depth": None if depth is None else encode_depth(depth),
         "scene": seq["name"],
         "frame_index": t,
     }
