@@ -159,12 +159,18 @@ def test_nyu_labelled_mat_and_splits(tmp_path):
     with h5py.File(tmp_path / "labeled.mat", "w") as f:  # MATLAB v7.3 layout as h5py sees it
         f["images"] = images.transpose(0, 3, 2, 1)  # (N, 3, W, H)
         f["depths"] = depths.transpose(0, 2, 1)  # (N, W, H)
+        names = [
+            f.create_dataset(f"#refs#/{i}", data=np.array([[ord(c)] for c in f"scene_{i}"], np.uint16))
+            for i in range(n)
+        ]
+        f["scenes"] = np.array([[d.ref for d in names]], dtype=h5py.ref_dtype)  # a MATLAB cell array of strings
     scipy.io.savemat(tmp_path / "splits.mat", {"trainNdxs": [[1], [3]], "testNdxs": [[2], [4]]})
     kwargs = {"splits_path": tmp_path / "splits.mat", "cache_dir": str(tmp_path / "c")}
     test = load_depth_dataset("nyu_mat", tmp_path / "labeled.mat", split="test", **kwargs)
     assert len(test) == 2
     np.testing.assert_array_equal(np.asarray(test[0]["image"]), images[1])  # 1-based index 2
     np.testing.assert_array_equal(np.asarray(test[1]["depth"]), depths[3])
+    assert [r["scene"] for r in test] == ["scene_1", "scene_3"]
     assert len(load_depth_dataset("nyu_mat", tmp_path / "labeled.mat", split="train", **kwargs)) == 2
 
 

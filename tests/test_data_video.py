@@ -140,3 +140,20 @@ def test_generic_frames_folder_and_validation(tmp_path):
         "frames", folder, intrinsics=(500, 500, 270, 180), skip_invalid=True, cache_dir=str(tmp_path / "e")
     )
     assert len(ds) == 2 and ds.skipped_invalid == 1
+
+
+def test_nyu_raw_dumps_are_ordered_by_timestamp(tmp_path):
+    scene = tmp_path / "raw" / "office_0001"
+    scene.mkdir(parents=True)
+    stamps = [
+        ("1294439283.377657", "2186246219"),
+        ("1294439283.041580", "2176315443"),
+        ("1294439283.710052", "2196177187"),
+    ]
+    for i, (t, n) in enumerate(stamps):
+        PILImage.new("RGB", (8, 6), (10 * i, 0, 0)).save(scene / f"r-{t}-{n}.ppm")
+    ds = load_video_dataset("nyu_raw", tmp_path / "raw", frame_offsets=(-1, 1), cache_dir=str(tmp_path / "c"))
+    assert len(ds) == 1 and ds[0]["scene"] == "office_0001" and ds[0]["depth"] is None
+    # time order: stamps[1] < stamps[0] < stamps[2]; the target is the middle one (red = 0)
+    assert ds[0]["image"].getpixel((0, 0))[0] == 0
+    assert [im.getpixel((0, 0))[0] for im in ds[0]["source_images"]] == [10, 20]
