@@ -292,3 +292,10 @@ def test_parquet_glob(tmp_path):
         table.to_parquet(tmp_path / f"train-{i}.parquet")
     ds = load_depth_dataset("parquet", str(tmp_path / "train-*.parquet"), cache_dir=str(tmp_path / "c"))
     assert len(ds) == 2 and np.asarray(ds[1]["depth"])[0, 0] == np.float32(2.5)
+
+
+def test_cache_follows_files_changed_in_place(tmp_path):
+    root = make_folder(tmp_path, n=2)
+    assert np.asarray(load_folder(root, tmp_path)[0]["depth"])[0, 0] == np.float32(2.0)
+    write_png16(root / "0_depth.png", np.full((6, 8), 3000))  # same path, new content
+    assert np.asarray(load_folder(root, tmp_path)[0]["depth"])[0, 0] == np.float32(3.0)

@@ -113,6 +113,16 @@ def _depth_row_from_arrays(
     return {"image": image_value, "depth": encode_depth(depth), "intrinsics": intrinsics, "scene": scene}
 
 
+def file_stamp(path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file, or None if it is missing: part of the rows' cache fingerprint, so that a file
+    changed in place rebuilds the cached dataset."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _records(pairs: Sequence[tuple[Path, Path]], depth_format: str, depth_scale, intrinsics, scenes=None) -> list[dict]:
     k = None if intrinsics is None else check_intrinsics(intrinsics, "intrinsics").tolist()
     return [
@@ -123,6 +133,7 @@ def _records(pairs: Sequence[tuple[Path, Path]], depth_format: str, depth_scale,
             "depth_scale": depth_scale,
             "intrinsics": k,
             "scene": "" if scenes is None else scenes[i],
+            "stamp": (file_stamp(image), file_stamp(depth)),
         }
         for i, (image, depth) in enumerate(pairs)
     ]
@@ -195,7 +206,7 @@ def _read_mat_scenes(handle, n: int) -> list[str]:
         return [""] * n
 
 
-def _nyu_mat_rows(mat_path: str, indices: list[int], skip_invalid: bool, max_median_depth, name: str):
+def _nyu_mat_rows(mat_path: str, indices: list[int], skip_invalid: bool, max_median_depth, name: str, stamp=None):
     import h5py
 
     skipper = SampleSkipper(skip_invalid, name)
@@ -267,7 +278,7 @@ def _ibims1_mat_row(mat_path: str, max_median_depth) -> dict:
     return _depth_row_from_arrays(image, depth, mat_path, max_median_depth, calib, Path(mat_path).stem)
 
 
-def _ibims1_mat_rows(mat_paths: list[str], skip_invalid: bool, max_median_depth, name: str):
+def _ibims1_mat_rows(mat_paths: list[str], skip_invalid: bool, max_median_depth, name: str, stamps=None):
     skipper = SampleSkipper(skip_invalid, name)
     for mat_path in mat_paths:
         row = skipper.run(_ibims1_mat_row, mat_path, max_median_depth)
@@ -362,7 +373,7 @@ def load_depth_dataset(
 
     if format == "nyu_mat":
         indices = _nyu_mat_indices(path, splits_path, split)
-        kwargs = {"mat_path": str(path), "indices": indices, **common}
+        kwargs = {"mat_path": str(path), "indices": indices, "stamp": file_stamp(path), **common}
         return build_dataset(_nyu_mat_rows, kwargs, num_candidates=len(indices), **build)
 
     if format in ("parquet", "hub"):
@@ -397,7 +408,7 @@ def load_depth_dataset(
         intrinsics = NYU_INTRINSICS if intrinsics is None else intrinsics
     elif format == "ibims1" and any(path.glob("*.mat")):
         mats = sorted(str(p) for p in path.glob("*.mat"))
-        kwargs = {"mat_paths": mats, **common}
+        kwargs = {"mat_paths": mats, "stamps": [file_stamp(m) for m in mats], **common}
         return build_dataset(_ibims1_mat_rows, kwargs, num_candidates=len(mats), **build)
     elif format == "ibims1":
         images = sorted(p for p in (path / "rgb").glob("*.png"))

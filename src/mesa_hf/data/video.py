@@ -17,7 +17,7 @@ import numpy as np
 
 from .columns import VIDEO_FEATURES, encode_depth, intrinsics_matrix
 from .decoders import decode_depth, read_image_file
-from .loaders import NYU_INTRINSICS, build_dataset
+from .loaders import NYU_INTRINSICS, build_dataset, file_stamp
 from .validation import DEFAULT_MAX_MEDIAN_DEPTH, SampleSkipper, check_depth, check_intrinsics, check_same_size
 
 SEVEN_SCENES_INTRINSICS = intrinsics_matrix(585.0, 585.0, 320.0, 240.0)
@@ -64,6 +64,7 @@ def _sequence(name, frames, k, depths=None, poses=None, depth_format=None, depth
         "intrinsics": None if k is None else np.asarray(k, dtype=np.float32).tolist(),
         "depth_format": depth_format,
         "depth_scale": depth_scale,
+        "stamps": [file_stamp(f) for f in frames] + [file_stamp(d) for d in depths or () if d is not None],
     }
 
 
