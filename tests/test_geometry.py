@@ -1,9 +1,12 @@
 """Camera geometry (mesa_hf.geometry): poses, back-projection, projection and warping against hand-derived values."""
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mesa_hf.geometry import (
     backproject,
@@ -13,6 +16,7 @@ from mesa_hf.geometry import (
     relative_pose,
     warp_frame,
 )
+from mesa_hf.losses import photometric_error
 
 
 def _intrinsics(fx=10.0, fy=12.0, cx=3.5, cy=2.5, batch=1, dtype=torch.float32):
@@ -147,3 +151,68 @@ def test_relative_pose_of_camera_to_world_poses():
     torch.testing.assert_close(B @ relative_pose(A, B), A, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="T_world_from_source"):
         relative_pose(A, B[:, :3])
+
+
+SEVEN_SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes_redkitchen60"
+
+
+def _load_7scenes_frame(index: int, step: int = 4):
+    """Colour (1, 3, H, W) in [0, 1], depth (1, 1, H, W) in metres and camera-to-world pose (1, 4, 4), every
+    `step`-th pixel (so K scales by 1/step with pixel centres at integers)."""
+    color = np.asarray(Image.open(SEVEN_SCENES / f"frame-{index:06d}.color.jpg").convert("RGB"), dtype=np.float32)
+    depth = np.asarray(Image.open(SEVEN_SCENES / f"frame-{index:06d}.depth.png"), dtype=np.float32) / 1000.0
+    pose = np.loadtxt(SEVEN_SCENES / f"frame-{index:06d}.pose.txt", dtype=np.float32)
+    color = torch.from_numpy(color[::step, ::step] / 255.0).permute(2, 0, 1)[None].contiguous()
+    return color, torch.from_numpy(depth[::step, ::step].copy())[None, None], torch.from_numpy(pose)[None]
+
+
+@pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason=f"real RGB-D sample folder {SEVEN_SCENES} is absent")
+@pytest.mark.parametrize(("target_index", "source_index"), [(0, 10), (30, 24)])
+def test_warp_real_frames_with_ground_truth_depth_and_pose(target_index, source_index):
+    # 7-Scenes: camera-to-world poses, K = (585, 585, 320, 240) px at 640x480; here 160x120
+    step = 4
+    K = torch.from_numpy(np.loadtxt(SEVEN_SCENES / "camera-intrinsics.txt", dtype=np.float32))[None]
+    K[:, :2] /= step
+    target, depth, pose_target = _load_7scenes_frame(target_index, step)
+    source, _, pose_source = _load_7scenes_frame(source_index, step)
+    has_depth = depth > 0
+    errors = {}
+    for name, T in (
+        ("true", relative_pose(pose_target, pose_source)),
+        ("reversed", relative_pose(pose_source, pose_target)),
+        ("none", torch.eye(4)[None]),
+    ):
+        warped, valid = warp_frame(source, depth.clamp_min(1e-3), T, K)
+        mask = valid & has_depth
+        assert mask.float().mean() > 0.8
+        errors[name] = photometric_error(warped, target)[mask].mean().item()
+    # measured: true pose 0.111 / 0.106, no warp 0.232 / 0.291, reversed pose 0.264 / 0.316
+    assert errors["true"] < 0.6 * errors["none"], errors
+    assert errors["reversed"] > 2 * errors["true"], errors
+
+
+def test_warp_frame_rejects_mismatched_inputs():
+    K = _intrinsics()
+    with pytest.raises(ValueError, match="depth size"):
+        warp_frame(torch.rand(1, 3, 6, 8), torch.ones(1, 1, 6, 7), torch.eye(4)[None], K)
+    with pytest.raises(ValueError, match="depth must be"):
+        warp_frame(torch.rand(1, 3, 6, 8), torch.ones(1, 6, 8), torch.eye(4)[None], K)
+    with pytest.raises(ValueError, match="inv_K"):
+        backproject(torch.ones(1, 1, 6, 8), torch.eye(2)[None])
+
+
+@pytest.mark.parametrize("module", ["geometry", "losses"])
+def test_shared_maths_modules_import_only_torch_and_the_standard_library(module):
+    # these files are copied next to shared checkpoints for trust_remote_code, where mesa_hf may not be installed
+    import ast
+    import sys
+
+    source = Path(__file__).resolve().parents[1] / "src" / "mesa_hf" / f"{module}.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{source.name}: relative import of {node.module}"
+            imported.add(node.module.split(".")[0])
+    assert imported - {"torch"} <= set(sys.stdlib_module_names), imported

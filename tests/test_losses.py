@@ -48,9 +48,17 @@ def test_photometric_error_of_constant_offset():
     torch.testing.assert_close(photometric_error(pred, target, alpha=0.0), torch.full_like(error, 0.2))
 
 
-def test_photometric_error_rejects_mismatched_shapes():
+def test_bad_shapes_raise_clear_errors():
     with pytest.raises(ValueError, match="photometric_error"):
         photometric_error(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 5))
+    with pytest.raises(ValueError, match="at least 2x2"):
+        ssim(torch.rand(1, 3, 1, 4), torch.rand(1, 3, 1, 4))
+    with pytest.raises(ValueError, match="at least 2x2"):
+        edge_aware_smoothness(torch.rand(1, 1, 4, 1), torch.rand(1, 3, 4, 1))
+    with pytest.raises(ValueError, match="differ in batch or size"):
+        edge_aware_smoothness(torch.rand(1, 1, 4, 4), torch.rand(1, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        ssim(torch.rand(3, 4, 4), torch.rand(3, 4, 4))
 
 
 def test_smoothness_of_constant_disparity_is_zero():

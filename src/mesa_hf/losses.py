@@ -59,6 +59,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_nchw("ssim: x", x)
     if x.shape != y.shape:
         raise ValueError(f"ssim: x shape {tuple(x.shape)} != y shape {tuple(y.shape)}")
+    if min(x.shape[-2:]) < 2:
+        raise ValueError(f"ssim: images must be at least 2x2 (reflection padding), got {tuple(x.shape[-2:])}")
     c1, c2 = 0.01**2, 0.03**2
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
@@ -97,6 +99,8 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
         raise ValueError(
             f"edge_aware_smoothness: disp {tuple(disp.shape)} and image {tuple(image.shape)} differ in batch or size"
         )
+    if min(disp.shape[-2:]) < 2:
+        raise ValueError(f"edge_aware_smoothness: disp must be at least 2x2, got {tuple(disp.shape[-2:])}")
     disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
     grad_disp_x = (disp[:, :, :, :-1] - disp[:, :, :, 1:]).abs()
     grad_disp_y = (disp[:, :, :-1, :] - disp[:, :, 1:, :]).abs()
