@@ -233,3 +233,27 @@ def test_position_mlp_name_selects_the_layer_norm_epsilon():
     assert all(torch.equal(value, rpe.state_dict()[key]) for key, value in cpb.state_dict().items())
     forced = convert_checkpoint("simmim", renamed, layer_norm_eps=1e-5).model
     assert forced.config.backbone_config.layer_norm_eps == 1e-5
+
+
+def test_training_checkpoints_with_pickled_configs_are_read_without_their_classes(tmp_path, monkeypatch):
+    """microsoft/Swin-Transformer saves its yacs config beside the weights: read it without yacs or unpickling it."""
+    import argparse
+    import sys
+    import types
+
+    state = load_file(str(DATA / "simmim_192.safetensors"))
+    module = types.ModuleType("not_installed_config_lib")
+
+    class CfgNode(dict):
+        pass
+
+    CfgNode.__module__ = module.__name__
+    CfgNode.__qualname__ = "CfgNode"
+    module.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    config = CfgNode(MODEL=CfgNode(TYPE="swinv2"))
+    torch.save({"model": state, "config": config, "args": argparse.Namespace(lr=1e-3), "epoch": 99}, tmp_path / "c.pth")
+    monkeypatch.delitem(sys.modules, module.__name__)
+    loaded = load_state_dict_file(tmp_path / "c.pth")
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)

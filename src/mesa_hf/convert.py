@@ -19,7 +19,9 @@ size is chosen so that transformers' per-stage windows (``min(stage resolution, 
 from __future__ import annotations
 
 import argparse
+import pickle
 import re
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,50 @@ _PREFIXES = ("module.", "model.")
 # ------------------------------------------------------------------------------------------------ reading
 
 
+class _StandIn:
+    """Replaces any pickled non-torch object (configs, namespaces) while a checkpoint is read; keeps nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _StandIn:
+        return _StandIn()
+
+    @classmethod
+    def _new(cls, *args: Any, **kwargs: Any) -> _StandIn:
+        return cls()
+
+
+_SAFE_BUILTINS = {"set", "frozenset", "slice", "complex", "range", "bytearray", "dict", "list", "tuple", "object"}
+
+
+class _TensorsOnlyUnpickler(pickle.Unpickler):
+    """Resolves torch (tensor rebuilding), collections.OrderedDict and plain builtins; every other global is a
+    stand-in class, so reading a checkpoint never imports or runs code named by the file."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" or module.startswith("torch."):
+            return super().find_class(module, name)
+        if (module, name) in {("collections", "OrderedDict"), ("collections", "defaultdict")}:
+            return super().find_class(module, name)
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return super().find_class(module, name)
+        if name in {"__reduce__", "_reconstructor"} or module == "copyreg":
+            return _StandIn._new
+        return _StandIn
+
+
+_tensors_only_pickle = types.SimpleNamespace(
+    Unpickler=_TensorsOnlyUnpickler, load=pickle.load, loads=pickle.loads, __name__="pickle"
+)
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file (`.pth`/`.pt`/`.ckpt`/`.bin` via torch.load, `.safetensors`) into a flat state dict.
 
@@ -58,10 +104,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         return unwrap_state_dict(load_file(str(path)), source=str(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickled non-tensor objects (argparse namespaces, optimiser configs, ...)
+    except Exception as error:
         if "weights_only" not in str(error) and "Weights only" not in str(error):
             raise ValueError(f"{path}: cannot read checkpoint: {error}") from error
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        # Training checkpoints also pickle configs (yacs CfgNode, argparse Namespace, ...): read them with stand-ins
+        # for every non-torch class, so nothing from the file is imported or run and no extra package is needed.
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tensors_only_pickle)
+        except Exception as inner:
+            raise ValueError(f"{path}: cannot read checkpoint: {inner}") from inner
     return unwrap_state_dict(obj, source=str(path))
 
 
