@@ -136,8 +136,9 @@ def test_wrapped_prefixed_checkpoints_and_stored_buffers_convert_identically(tmp
 
 def test_saved_checkpoint_reloads_with_processor_settings_and_parity(tmp_path):
     result = convert_checkpoint("mim-depth", DATA / "mim_depth_128.safetensors", max_depth=10.0)
-    folder = save_converted(result, tmp_path / "mesa-mim-depth")
-    assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+    folder = save_converted(result, tmp_path / "mesa-mim-depth", source="nyudepthv2_swin_base.ckpt")
+    assert (folder / "model.safetensors").is_file()
+    assert "converted by `mesa-hf convert`" in (folder / "README.md").read_text()
     assert '"do_normalize": false' in (folder / "preprocessor_config.json").read_text()
     reloaded = MeSaForDepthEstimation.from_pretrained(folder).eval()
     io = _io("mim_depth_128")

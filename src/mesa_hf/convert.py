@@ -559,7 +559,17 @@ def save_converted(result: ConversionResult, output_dir: str | Path, source: str
     """Write the converted model for sharing (safetensors, config, processor, modelling code, model card)."""
     from .hub import build_model_card, save_for_sharing
 
-    card = build_model_card(result.model, model_id=Path(output_dir).name, image_processor=result.image_processor)
+    masked = isinstance(result.model, MeSaForMaskedImageModeling)
+    stage = {
+        "name": "converted",
+        "objective": "SimMIM (original Swin-V2 code)" if masked else "MIM-Depth supervised depth (original code)",
+        "data": "as recorded for the source checkpoint",
+        "steps": "-",
+        "notes": f"weights converted by `mesa-hf convert` from {Path(source).name or 'a state dict'}",
+    }
+    card = build_model_card(
+        result.model, model_id=Path(output_dir).name, image_processor=result.image_processor, stages=[stage]
+    )
     return save_for_sharing(result.model, result.image_processor, output_dir, model_card=card)
 
 
