@@ -5,7 +5,8 @@ Two source layouts are understood, both from the original Swin-V2 implementation
 - **SimMIM** (microsoft/Swin-Transformer ``models/swin_transformer_v2.py`` + ``models/simmim.py``): the encoder under
   ``encoder.`` (``patch_embed``, ``layers.{i}.blocks.{j}`` with ``attn.cpb_mlp``, ``attn.q_bias``/``v_bias``,
   ``layers.{i}.downsample`` at the end of stage i, a final ``norm``, ``mask_token``), the reconstruction head as
-  ``decoder.0`` (1x1 conv before a pixel shuffle). Layer norms use eps 1e-5.
+  ``decoder.0`` (1x1 conv before a pixel shuffle). Layer norms use eps 1e-5. SimMIM checkpoints written by the
+  MIM-Depth-style code name the MLP ``rpe_mlp`` and use eps 1e-6: the MLP's name selects the epsilon.
 - **MIM-Depth** (SwinTransformer/MIM-Depth-Estimation ``models/model.py``): the same encoder with ``attn.rpe_mlp``,
   a final ``norm3`` and eps 1e-6 everywhere (``LayerNormFP32``), plus ``decoder.deconv_layers``,
   ``decoder.conv_layers`` and ``last_layer_depth.{0,2}``.
