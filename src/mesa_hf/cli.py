@@ -288,6 +288,12 @@ register_subcommand(
     "predict", "depth maps, colour maps and point clouds for images", add_predict_arguments, run_predict
 )
 
+from mesa_hf.convert import add_convert_arguments, run_convert  # noqa: E402
+
+register_subcommand(
+    "convert", "convert a SimMIM Swin-V2 or MIM-Depth checkpoint to MeSa", add_convert_arguments, run_convert
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mesa-hf", description="MeSa monocular depth models (Hugging Face).")
