@@ -147,11 +147,6 @@ def test_saved_checkpoint_reloads_with_processor_settings_and_parity(tmp_path):
     assert (depth - io["predicted_depth"]).abs().max() <= TOLERANCE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="modeling_mesa must build the patch-embedding and patch-merging LayerNorms with "
-    "backbone_config.layer_norm_eps (transformers hard-codes 1e-5; MIM-Depth uses 1e-6): reported to the lead",
-)
 def test_reloaded_checkpoint_keeps_layer_norm_eps(tmp_path):
     result = convert_checkpoint("mim-depth", DATA / "mim_depth_128.safetensors")
     folder = save_converted(result, tmp_path / "converted")

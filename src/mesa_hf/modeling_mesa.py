@@ -162,6 +162,12 @@ class MeSaPreTrainedModel(PreTrainedModel):
 
     def _build_encoder(self, config: MeSaConfig) -> None:
         self.backbone = load_backbone(config)
+        # transformers builds these two norms with nn.LayerNorm's default eps; use the configured one (MIM-Depth: 1e-6)
+        eps = config.backbone_config.layer_norm_eps
+        self.backbone.embeddings.norm.eps = eps
+        for stage in self.backbone.encoder.layers:
+            if stage.downsample is not None:
+                stage.downsample.norm.eps = eps
         # The reference encoder ends with a LayerNorm on the last stage; transformers' backbone returns raw stages.
         self.encoder_norm = nn.LayerNorm(config.stage_channels[-1], eps=config.backbone_config.layer_norm_eps)
         if config.window_attention == "sdpa":
