@@ -1,7 +1,36 @@
-"""mesa-hf: MeSa monocular depth models for Hugging Face transformers."""
+"""mesa-hf: MeSa monocular depth models for Hugging Face transformers.
+
+Importing the package registers MeSa with transformers' Auto classes (AutoConfig, AutoModelForDepthEstimation,
+AutoImageProcessor), so `pipeline("depth-estimation", model=<checkpoint>)` works on MeSa checkpoints.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForDepthEstimation, AutoModelForMaskedImageModeling
 
 from .configuration_mesa import PRESETS, MeSaConfig
+from .hub import save_for_sharing
+from .image_processing_mesa import MeSaImageProcessor
+from .modeling_mesa import (
+    MeSaForDepthEstimation,
+    MeSaForMaskedImageModeling,
+    MeSaForSelfSupervisedDepth,
+    MeSaPreTrainedModel,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "MeSaConfig", "__version__"]
+AutoConfig.register(MeSaConfig.model_type, MeSaConfig, exist_ok=True)
+AutoModelForDepthEstimation.register(MeSaConfig, MeSaForDepthEstimation, exist_ok=True)
+AutoModelForMaskedImageModeling.register(MeSaConfig, MeSaForMaskedImageModeling, exist_ok=True)
+AutoImageProcessor.register(MeSaConfig, image_processor_classes={"pil": MeSaImageProcessor}, exist_ok=True)
+
+__all__ = [
+    "PRESETS",
+    "MeSaConfig",
+    "MeSaForDepthEstimation",
+    "MeSaForMaskedImageModeling",
+    "MeSaForSelfSupervisedDepth",
+    "MeSaImageProcessor",
+    "MeSaPreTrainedModel",
+    "__version__",
+    "save_for_sharing",
+]

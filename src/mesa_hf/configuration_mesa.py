@@ -154,7 +154,9 @@ class MeSaConfig(PreTrainedConfig):
     def validate(self) -> None:
         """Raise `ValueError` naming the field when the configuration cannot describe a working model."""
         if self.backbone_config.model_type != "swinv2":
-            raise ValueError(f"MeSa needs a Swin-V2 backbone_config, got model_type={self.backbone_config.model_type!r}")
+            raise ValueError(
+                f"MeSa needs a Swin-V2 backbone_config, got model_type={self.backbone_config.model_type!r}"
+            )
         if self.backbone_config.use_absolute_embeddings:
             raise ValueError("backbone_config.use_absolute_embeddings=True is not supported by Swinv2Backbone")
         if self.decoder_type not in DECODER_TYPES:
@@ -180,7 +182,9 @@ class MeSaConfig(PreTrainedConfig):
                 f"mask_patch_size ({self.mask_patch_size}) must be a multiple of the model patch size ({model_patch})"
             )
         if 0 in self.frame_offsets:
-            raise ValueError(f"frame_offsets are source frames relative to the target and cannot hold 0: {self.frame_offsets}")
+            raise ValueError(
+                f"frame_offsets are source frames relative to the target and cannot hold 0: {self.frame_offsets}"
+            )
         if self.pose_source not in POSE_SOURCES:
             raise ValueError(f"pose_source must be one of {POSE_SOURCES}, got {self.pose_source!r}")
         if self.window_attention not in WINDOW_ATTENTION_IMPLEMENTATIONS:

@@ -1,0 +1,204 @@
+"""Inference latency and peak memory of MeSaForDepthEstimation against transformers' depth peers.
+
+Models (random weights, same inputs, measured in the same run):
+  * MeSa, `tiny` preset (Swin-V2-T encoder, window 30, MIM-Depth decoder);
+  * DPTForDepthEstimation with the same Swin-V2 backbone configuration (the Intel/dpt-swinv2 design);
+  * GLPNForDepthEstimation with the published NYUv2 GLPN shapes (MiT-b4 encoder).
+Each is run at 480x640, batch 1 and 8, fp32 and bf16 autocast; the table gives median latency, peak memory added
+by the forward pass (CPU: peak RSS; CUDA: peak allocated) and ratios against MeSa. The pipeline's overhead over the
+bare forward (image decoding, preprocessing and post-processing) is measured on a real NYUv2 photo.
+
+    python benchmarks/inference.py            # full table (several minutes on 2 CPU cores)
+    python benchmarks/inference.py --quick    # batch 1 only, one timed repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HEIGHT, WIDTH = 480, 640
+MODELS = ("mesa", "dpt-swinv2", "glpn")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu_test10" / "image_0.png"
+
+
+def build_model(name: str) -> torch.nn.Module:
+    from transformers import DPTConfig, DPTForDepthEstimation, GLPNConfig, GLPNForDepthEstimation
+
+    from mesa_hf import MeSaConfig, MeSaForDepthEstimation
+
+    mesa_config = MeSaConfig.from_preset("tiny")
+    if name == "mesa":
+        return MeSaForDepthEstimation(mesa_config)
+    if name == "dpt-swinv2":
+        config = DPTConfig(
+            backbone_config=mesa_config.backbone_config.to_dict(),
+            neck_hidden_sizes=mesa_config.stage_channels,
+            reassemble_factors=[1, 1, 1, 1],
+        )
+        return DPTForDepthEstimation(config)
+    if name == "glpn":
+        config = GLPNConfig(
+            depths=[3, 8, 27, 3],
+            hidden_sizes=[64, 128, 320, 512],
+            num_attention_heads=[1, 2, 5, 8],
+            decoder_hidden_size=64,
+            max_depth=10,
+        )
+        return GLPNForDepthEstimation(config)
+    raise ValueError(f"unknown model {name!r}")
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(name: str, batch: int, dtype: str, repeats: int, device: str) -> dict:
+    """Median forward latency (s) and the forward pass's peak memory (MiB) for one configuration."""
+    torch.manual_seed(0)
+    model = build_model(name).eval().to(device)
+    pixel_values = torch.randn(batch, 3, HEIGHT, WIDTH, device=device)
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def forward():
+        with torch.inference_mode(), autocast:
+            out = model(pixel_values=pixel_values).predicted_depth
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
+    depth = forward()  # warm-up
+    assert depth.shape[-2:] == (HEIGHT, WIDTH), depth.shape
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        _reset_peak_rss()
+        before = _rss_kib("VmRSS") * 1024
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else _rss_kib("VmHWM") * 1024
+    return {
+        "model": name,
+        "batch": batch,
+        "dtype": dtype,
+        "latency_s": statistics.median(times),
+        "peak_mib": max(peak - before, 0) / 2**20,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def measure_pipeline_overhead(repeats: int, device: str) -> dict:
+    from PIL import Image
+    from transformers import pipeline
+
+    from mesa_hf import MeSaImageProcessor
+
+    image = Image.open(DATA).convert("RGB") if DATA.is_file() else Image.new("RGB", (WIDTH, HEIGHT), (90, 120, 150))
+    model = build_model("mesa").eval()
+    processor = MeSaImageProcessor()
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        estimator = pipeline("depth-estimation", model=folder, device=device)
+    pixel_values = processor(image, return_tensors="pt").pixel_values.to(device)
+    estimator(image)
+    with torch.inference_mode():
+        estimator.model(pixel_values=pixel_values)
+    bare, full = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            estimator.model(pixel_values=pixel_values)
+        bare.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        estimator(image)
+        full.append(time.perf_counter() - start)
+    return {"bare_s": statistics.median(bare), "pipeline_s": statistics.median(full)}
+
+
+def _run_isolated(args: list[str]) -> dict:
+    """Run one measurement in a fresh process so peak-memory readings do not leak between configurations."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--_worker", *args], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batch 1 only, one timed repeat")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--_worker", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args._worker is not None:
+        kind, *rest = args._worker
+        if kind == "pipeline":
+            result = measure_pipeline_overhead(int(rest[0]), rest[1])
+        else:
+            name, batch, dtype, repeats, device = kind, int(rest[0]), rest[1], int(rest[2]), rest[3]
+            result = measure(name, batch, dtype, repeats, device)
+        print(json.dumps(result))
+        return
+
+    batches = (1,) if args.quick else (1, 8)
+    repeats = args.repeats or (1 if args.quick else 3)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"device {args.device}, threads {torch.get_num_threads()}; input {HEIGHT}x{WIDTH}; median of {repeats}"
+    )
+    rows = []
+    for batch in batches:
+        for dtype in ("fp32", "bf16"):
+            for name in MODELS:
+                rows.append(_run_isolated([name, str(batch), dtype, str(repeats if batch == 1 else 1), args.device]))
+                row = rows[-1]
+                print(f"  measured {name} batch {batch} {dtype}: {row['latency_s']:.3f} s", file=sys.stderr)
+    mesa = {(r["batch"], r["dtype"]): r for r in rows if r["model"] == "mesa"}
+    header = "| model | params (M) | batch | dtype | latency (s) | images/s | peak mem (MiB) | latency / MeSa |"
+    print(header)
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        ratio = r["latency_s"] / mesa[(r["batch"], r["dtype"])]["latency_s"]
+        print(
+            f"| {r['model']} | {r['params_m']:.1f} | {r['batch']} | {r['dtype']} | {r['latency_s']:.3f} | "
+            f"{r['batch'] / r['latency_s']:.2f} | {r['peak_mib']:.0f} | {ratio:.2f} |"
+        )
+    overhead = _run_isolated(["pipeline", str(repeats), args.device])
+    print(
+        f"pipeline('depth-estimation') on a 480x640 photo: {overhead['pipeline_s']:.3f} s vs bare forward "
+        f"{overhead['bare_s']:.3f} s -> overhead {overhead['pipeline_s'] - overhead['bare_s']:.3f} s "
+        f"({100 * (overhead['pipeline_s'] / overhead['bare_s'] - 1):.1f} %)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,555 @@
+"""The synthetic RGB-D world: procedurally generated indoor rooms rendered by a vectorised numpy ray caster.
+
+A :class:`Room` is an axis-aligned box (x right, y up, z forward in world coordinates, metres; floor at y = 0)
+holding axis-aligned furniture-like boxes (cupboards, tables made of a top and four legs, pictures on the walls)
+and spheres. Every surface carries its own procedurally generated texture (multi-octave value noise mixed with
+stripes, tiles or checks), looked up bilinearly at the surface point's 2-D coordinates in its face plane, and
+lambertian shading from a point light below the ceiling: colours are a deterministic function of the 3-D surface
+point, so they are identical from every view point (what photometric self-supervision needs).
+
+:func:`render` casts one ray per pixel centre through a pinhole camera (OpenCV convention: camera x right, y down,
+z forward) and returns the RGB image and the exact **z-depth** (distance along the optical axis, the convention of
+depth maps). Rooms are 3.6–9 m × 2.5–3.2 m × 3.6–10 m, so depths span about 0.5–10 m like NYUv2. Cameras move on
+smooth trajectories (sums of sinusoids in position and heading) inside a free region away from the furniture.
+Everything is deterministic per seed.
+
+The three dataset kinds are :func:`synthetic_depth_dataset`, :func:`synthetic_video_dataset` and
+:func:`synthetic_image_dataset` (columns as in :mod:`.columns`).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import Dataset, IterableDataset
+from PIL import Image
+
+from .columns import DEPTH_FEATURES, IMAGE_FEATURES, VIDEO_FEATURES
+
+TEXTURE_SIZE = 256
+NUM_ROOM_FACES = 6  # object ids 0..5: the room's faces -x, +x, floor (-y), ceiling (+y), -z, +z
+
+
+@dataclass
+class Room:
+    """A textured box room. ``boxes`` (B, 2, 3) min/max corners, ``spheres`` (S, 4) centre + radius, metres.
+
+    Per object (the 6 room faces, then the boxes, then the spheres): ``pattern_index`` into ``patterns``
+    (N, T, T) (the shared :func:`texture_bank`), ``colours`` (objects, 2, 3) the albedos the pattern mixes
+    (value 1 → first colour), ``texel_scale`` texels per metre, ``texel_offset`` (objects, 2) texels.
+    ``light`` (3,) point-light position; ``camera_box`` (2, 3) the region cameras may occupy.
+    """
+
+    size: np.ndarray
+    boxes: np.ndarray
+    spheres: np.ndarray
+    patterns: np.ndarray
+    pattern_index: np.ndarray
+    colours: np.ndarray
+    texel_scale: np.ndarray
+    texel_offset: np.ndarray
+    light: np.ndarray
+    camera_box: np.ndarray
+    ambient: float = 0.35
+    diffuse: float = 0.75
+
+
+# ---------------------------------------------------------------- textures
+
+
+def _interp_matrix(size: int, cells: int) -> np.ndarray:
+    """(size, cells) matrix that bilinearly upsamples a periodic grid of ``cells`` values to ``size`` samples."""
+    pos = np.arange(size) * cells / size
+    i0 = np.floor(pos).astype(int)
+    frac = pos - i0
+    m = np.zeros((size, cells), dtype=np.float32)
+    m[np.arange(size), i0 % cells] += 1 - frac
+    m[np.arange(size), (i0 + 1) % cells] += frac
+    return m
+
+
+def make_pattern(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A random periodic scalar pattern (size, size) float32 in [0, 1]: multi-octave value noise (4 to 128
+    cells per period) under a random motif (plain, bent stripes, tiles with grout lines, or checks), with a
+    strong fine-scale component so that every pixel carries photometric detail."""
+    layers = []
+    for k in range(6):
+        m = _interp_matrix(size, 4 * 2**k)
+        layers.append(m @ rng.random((m.shape[1],) * 2, dtype=np.float32) @ m.T)
+    coarse = sum(0.6**k * layer for k, layer in enumerate(layers)) / sum(0.6**k for k in range(6))
+    fine = layers[4] + layers[5] - 1.0  # zero-mean detail at 2–4 texels
+    u = np.arange(size, dtype=np.float32)[None, :] / size
+    v = np.arange(size, dtype=np.float32)[:, None] / size
+    kind = rng.integers(4)
+    if kind == 1:  # stripes bent by noise (wood, fabric)
+        freq = rng.integers(4, 16)
+        motif = 0.5 + 0.5 * np.sin(2 * np.pi * (freq * (u if rng.random() < 0.5 else v) + 1.5 * coarse))
+    elif kind == 2:  # tiles with grout lines
+        n = int(rng.integers(2, 8))
+        motif = np.where(((u * n) % 1.0 < 0.06) | ((v * n) % 1.0 < 0.06), 0.0, 0.6 + 0.4 * coarse)
+    elif kind == 3:  # checks
+        n = int(rng.integers(2, 8))
+        motif = ((np.floor(u * n) + np.floor(v * n)) % 2) * 0.6 + 0.4 * coarse
+    else:
+        motif = (coarse - coarse.min()) / (np.ptp(coarse) + 1e-6)
+    return np.clip(0.8 * motif + 0.1 + 0.35 * fine, 0.0, 1.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def texture_bank(num_textures: int = 48, seed: int = 1234, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """The shared bank of scalar patterns (num_textures, size, size) that rooms draw from (each object then gets
+    its own two colours, texel scale and offset)."""
+    rng = np.random.default_rng(seed)
+    bank = np.stack([make_pattern(rng, size) for _ in range(num_textures)])
+    bank.setflags(write=False)
+    return bank
+
+
+# ---------------------------------------------------------------- rooms
+
+
+def make_room(seed: int | np.random.Generator, num_spheres: int | None = None, furnished: bool = True) -> Room:
+    """A random furnished room, deterministic per seed."""
+    rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
+    size = np.array([rng.uniform(3.6, 9.0), rng.uniform(2.5, 3.2), rng.uniform(3.6, 10.0)])
+    boxes, spheres = [], []
+    margin = 1.3  # cameras stay this far from the walls; furniture is at most 0.8 m deep
+    if furnished:
+        for wall in range(4):  # 0: x=0, 1: x=Lx, 2: z=0, 3: z=Lz
+            along, across = (2, 0) if wall < 2 else (0, 2)
+            at_max = wall % 2 == 1
+            for _ in range(rng.integers(1, 4)):
+                width = rng.uniform(0.5, min(2.0, size[along] - 0.2))
+                depth = rng.uniform(0.3, 0.8)
+                start = rng.uniform(0.0, size[along] - width)
+                lo, hi = np.zeros(3), np.zeros(3)
+                lo[along], hi[along] = start, start + width
+                gap = rng.uniform(0.0, 0.05)
+                lo[across] = size[across] - gap - depth if at_max else gap
+                hi[across] = lo[across] + depth
+                kind = rng.random()
+                if kind < 0.25:  # a table: top + 4 legs
+                    top_h = rng.uniform(0.65, 0.8)
+                    boxes.append(_box(lo, hi, top_h - 0.04, top_h))
+                    leg = 0.05
+                    for cx in (lo[0], hi[0] - leg):
+                        for cz in (lo[2], hi[2] - leg):
+                            boxes.append(np.array([[cx, 0.0, cz], [cx + leg, top_h - 0.04, cz + leg]]))
+                else:
+                    boxes.append(_box(lo, hi, 0.0, rng.uniform(0.4, 2.1)))
+                if rng.random() < 0.5:  # a picture on the wall
+                    plo, phi = lo.copy(), hi.copy()
+                    plo[along] = start + rng.uniform(0.0, 0.3)
+                    phi[along] = min(plo[along] + rng.uniform(0.4, 1.2), size[along] - 0.05)
+                    plo[across] = size[across] - 0.02 if at_max else 0.0
+                    phi[across] = plo[across] + 0.02
+                    boxes.append(_box(plo, phi, rng.uniform(2.15, 2.3), min(size[1] - 0.1, rng.uniform(2.4, 2.7))))
+        n_spheres = rng.integers(1, 4) if num_spheres is None else num_spheres
+        for _ in range(n_spheres):
+            r = rng.uniform(0.12, 0.4)
+            # in the band between the walls and the camera region
+            side = rng.integers(4)
+            c = np.array([rng.uniform(r, size[0] - r), r, rng.uniform(r, size[2] - r)])
+            axis = 0 if side < 2 else 2
+            c[axis] = rng.uniform(r + 0.05, margin - 0.3) if side % 2 == 0 else size[axis] - rng.uniform(r + 0.05, 1.0)
+            c[axis] = np.clip(c[axis], r, size[axis] - r)
+            c[1] = r if rng.random() < 0.6 else rng.uniform(r + 0.5, 1.8)
+            spheres.append(np.array([*c, r]))
+    boxes_arr = np.array(boxes, dtype=np.float64).reshape(-1, 2, 3)
+    spheres_arr = np.array(spheres, dtype=np.float64).reshape(-1, 4)
+    n_obj = NUM_ROOM_FACES + len(boxes_arr) + len(spheres_arr)
+    patterns = texture_bank()
+    pattern_index = rng.integers(0, len(patterns), n_obj)
+    colours = np.stack([rng.uniform(0.15, 0.95, (n_obj, 3)), rng.uniform(0.03, 0.6, (n_obj, 3))], axis=1)
+    texel_scale = rng.uniform(1 / 0.03, 1 / 0.012, n_obj)  # 1.2–3 cm per texel
+    texel_offset = rng.uniform(0, TEXTURE_SIZE, (n_obj, 2))
+    light = np.array([size[0] * rng.uniform(0.3, 0.7), size[1] - 0.3, size[2] * rng.uniform(0.3, 0.7)])
+    camera_box = np.array([[margin, 1.1, margin], [size[0] - margin, 1.7, size[2] - margin]])
+    return Room(
+        size, boxes_arr, spheres_arr, patterns, pattern_index, colours, texel_scale, texel_offset, light, camera_box
+    )
+
+
+def _box(lo: np.ndarray, hi: np.ndarray, y0: float, y1: float) -> np.ndarray:
+    lo, hi = lo.copy(), hi.copy()
+    lo[1], hi[1] = y0, y1
+    return np.stack([lo, hi])
+
+
+def empty_room(size: tuple[float, float, float], seed: int = 0) -> Room:
+    """An unfurnished textured room of the given (x, y, z) size in metres (used by analytic checks)."""
+    room = make_room(seed, furnished=False)
+    room.size = np.asarray(size, dtype=np.float64)
+    room.light = room.size * np.array([0.5, 0.9, 0.5])
+    room.camera_box = np.stack([np.zeros(3), room.size])
+    return room
+
+
+# ---------------------------------------------------------------- cameras
+
+
+def look_pose(position, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+    """Camera-to-world 4×4 (OpenCV camera axes) at ``position`` looking along heading ``yaw`` (radians, 0 = +z,
+    positive turns towards +x), tilted up by ``pitch`` and rolled by ``roll``."""
+    forward = np.array([np.sin(yaw) * np.cos(pitch), np.sin(pitch), np.cos(yaw) * np.cos(pitch)])
+    up = np.array([0.0, 1.0, 0.0])
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    if roll:
+        c, s = np.cos(roll), np.sin(roll)
+        right, down = c * right + s * down, -s * right + c * down
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, forward, position
+    return pose
+
+
+@dataclass
+class Trajectory:
+    """A smooth camera path inside ``room.camera_box``: position and heading are sums of sinusoids of the frame
+    number; ``speed`` is the typical motion per frame in metres."""
+
+    centre: np.ndarray
+    amplitude: np.ndarray
+    frequency: np.ndarray
+    phase: np.ndarray
+    yaw0: float
+    yaw_rate: float
+    yaw_amp: float
+    yaw_freq: float
+    pitch_amp: float
+    pitch_freq: float
+
+    @classmethod
+    def random(cls, room: Room, rng: np.random.Generator, speed: float = 0.05) -> Trajectory:
+        lo, hi = room.camera_box
+        centre, half = (lo + hi) / 2, (hi - lo) / 2
+        amplitude = half * rng.uniform(0.4, 1.0, 3)
+        frequency = speed / np.maximum(amplitude, 1e-3) * rng.uniform(0.5, 1.0, 3)
+        return cls(
+            centre=centre,
+            amplitude=amplitude,
+            frequency=frequency,
+            phase=rng.uniform(0, 2 * np.pi, 3),
+            yaw0=rng.uniform(-np.pi, np.pi),
+            yaw_rate=rng.uniform(-0.02, 0.02),
+            yaw_amp=rng.uniform(0.1, 0.6),
+            yaw_freq=rng.uniform(0.01, 0.04),
+            pitch_amp=rng.uniform(0.0, 0.15),
+            pitch_freq=rng.uniform(0.01, 0.05),
+        )
+
+    def pose(self, frame: float) -> np.ndarray:
+        """Camera-to-world 4×4 at a (possibly fractional) frame number."""
+        position = self.centre + self.amplitude * np.sin(self.frequency * frame + self.phase)
+        yaw = self.yaw0 + self.yaw_rate * frame + self.yaw_amp * np.sin(self.yaw_freq * frame)
+        pitch = -0.1 + self.pitch_amp * np.sin(self.pitch_freq * frame + 1.0)
+        return look_pose(position, yaw, pitch)
+
+
+def default_intrinsics(height: int, width: int) -> np.ndarray:
+    """NYUv2-like pinhole intrinsics scaled to (height, width): fx = 0.8107·W, fy = 1.0822·H, centred."""
+    return np.array(
+        [[0.8107 * width, 0.0, (width - 1) / 2], [0.0, 1.0822 * height, (height - 1) / 2], [0.0, 0.0, 1.0]],
+        dtype=np.float64,
+    )
+
+
+# ---------------------------------------------------------------- the ray caster
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_rays(height: int, width: int, fx: float, fy: float, cx: float, cy: float):
+    x = ((np.arange(width, dtype=np.float64) - cx) / fx).astype(np.float32)[None, :]
+    y = ((np.arange(height, dtype=np.float64) - cy) / fy).astype(np.float32)[:, None]
+    return x, y
+
+
+def _project_bounds(corners: np.ndarray, world_to_cam: np.ndarray, k: np.ndarray, height: int, width: int):
+    """Pixel rectangle (r0, r1, c0, c1) holding the projection of 3-D points, or None if none is in view;
+    the whole image if a point lies behind the camera."""
+    cam = corners @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    z = cam[:, 2]
+    if np.all(z <= 1e-6):
+        return None
+    if np.any(z <= 1e-2):
+        return 0, height, 0, width
+    u = k[0, 0] * cam[:, 0] / z + k[0, 2]
+    v = k[1, 1] * cam[:, 1] / z + k[1, 2]
+    c0, c1 = max(int(np.floor(u.min())), 0), min(int(np.ceil(u.max())) + 1, width)
+    r0, r1 = max(int(np.floor(v.min())), 0), min(int(np.ceil(v.max())) + 1, height)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return r0, r1, c0, c1
+
+
+def render(room: Room, cam_to_world: np.ndarray, intrinsics: np.ndarray, height: int, width: int):
+    """Render one view.
+
+    Args:
+        room: the scene.
+        cam_to_world: (4, 4) camera-to-world pose (OpenCV camera axes, metres); the camera must be inside the room.
+        intrinsics: (3, 3) pinhole matrix in pixels (pixel centres at integer coordinates).
+        height, width: image size.
+
+    Returns:
+        image (H, W, 3) uint8, depth (H, W) float32 z-depth in metres (every pixel valid).
+    """
+    pose = np.asarray(cam_to_world, dtype=np.float64)
+    k = np.asarray(intrinsics, dtype=np.float64)
+    rot, origin = pose[:3, :3], pose[:3, 3]
+    if np.any(origin <= 0) or np.any(origin >= room.size):
+        raise ValueError(f"camera position {origin.tolist()} is outside the room {room.size.tolist()}")
+    xs, ys = _pixel_rays(height, width, float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
+    # world ray directions with camera z = 1, so the ray parameter t is the z-depth
+    d = [float(rot[a, 0]) * xs + float(rot[a, 1]) * ys + float(rot[a, 2]) for a in range(3)]
+    o = [float(v) for v in origin]
+    world_to_cam = np.linalg.inv(pose)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inv = [np.float32(1.0) / da for da in d]
+        # the room: exit distance along each axis, nearest wins
+        t_axis = [np.maximum((float(room.size[a]) - o[a]) * inv[a], -o[a] * inv[a]) for a in range(3)]
+        t = np.minimum(np.minimum(t_axis[0], t_axis[1]), t_axis[2])
+        axis = np.where(t_axis[0] <= t, 0, np.where(t_axis[1] <= t, 1, 2)).astype(np.int8)
+        # object id: room faces 0..5 = 2 * axis + (direction > 0)
+        obj = 2 * axis.astype(np.int32) + (np.where(axis == 0, d[0], np.where(axis == 1, d[1], d[2])) > 0)
+        for b, (lo, hi) in enumerate(room.boxes):
+            corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+            rect = _project_bounds(corners, world_to_cam, k, height, width)
+            if rect is None:
+                continue
+            sl = np.s_[rect[0] : rect[1], rect[2] : rect[3]]
+            near, far, near_axis = None, None, None
+            for a in range(3):
+                ia = inv[a][sl]
+                t0, t1 = (float(lo[a]) - o[a]) * ia, (float(hi[a]) - o[a]) * ia
+                t_lo, t_hi = np.minimum(t0, t1), np.maximum(t0, t1)
+                if near is None:
+                    near, far, near_axis = t_lo, t_hi, np.zeros(t_lo.shape, np.int8)
+                else:
+                    bigger = t_lo > near
+                    near = np.maximum(t_lo, near)
+                    near_axis[bigger] = a
+                    far = np.minimum(far, t_hi)
+            hit = (near <= far) & (near > 0) & (near < t[sl])
+            t[sl][hit] = near[hit]
+            axis[sl][hit] = near_axis[hit]
+            obj[sl][hit] = NUM_ROOM_FACES + b
+        normal_override = []
+        for s, (cx, cy, cz, r) in enumerate(room.spheres):
+            corners = np.array(
+                [[cx + i * r, cy + j * r, cz + m * r] for i in (-1, 1) for j in (-1, 1) for m in (-1, 1)]
+            )
+            rect = _project_bounds(corners, world_to_cam, k, height, width)
+            if rect is None:
+                continue
+            sl = np.s_[rect[0] : rect[1], rect[2] : rect[3]]
+            dx, dy, dz = (da[sl] for da in d)
+            ox, oy, oz = o[0] - float(cx), o[1] - float(cy), o[2] - float(cz)
+            a2 = dx * dx + dy * dy + dz * dz
+            half_b = dx * ox + dy * oy + dz * oz
+            disc = half_b * half_b - a2 * (ox * ox + oy * oy + oz * oz - float(r) ** 2)
+            t_hit = (-half_b - np.sqrt(np.maximum(disc, 0))) / a2
+            hit = (disc > 0) & (t_hit > 0) & (t_hit < t[sl])
+            if not hit.any():
+                continue
+            t[sl][hit] = t_hit[hit]
+            obj[sl][hit] = NUM_ROOM_FACES + len(room.boxes) + s
+            n_s = np.stack(
+                [(o[a] + t_hit[hit] * d[a][sl][hit] - float(c)) / float(r) for a, c in enumerate((cx, cy, cz))]
+            )
+            axis[sl][hit] = np.argmax(np.abs(n_s), axis=0)  # texture plane: the dominant normal axis
+            normal_override.append((sl, hit, n_s))
+
+        # surface points; texture coordinates in the face plane
+        # (x-faces: (z, y), floor/ceiling: (x, z), z-faces: (x, y))
+        p = [o[a] + t * d[a] for a in range(3)]
+        u = np.where(axis == 0, p[2], p[0])
+        v = np.where(axis == 1, p[2], p[1])
+        scale = np.take(room.texel_scale.astype(np.float32), obj)
+        fu = u * scale + np.take(room.texel_offset[:, 0].astype(np.float32), obj)
+        fv = v * scale + np.take(room.texel_offset[:, 1].astype(np.float32), obj)
+        pattern = _bilinear(room.patterns, np.take(room.pattern_index.astype(np.int32), obj), fu, fv)
+
+        # lambertian shading from the point light; axis faces have normal -sign(direction) along their axis
+        to_light = [float(room.light[a]) - p[a] for a in range(3)]
+        dist2 = to_light[0] * to_light[0] + to_light[1] * to_light[1] + to_light[2] * to_light[2]
+        along = np.where(axis == 0, to_light[0] * d[0], np.where(axis == 1, to_light[1] * d[1], to_light[2] * d[2]))
+        # -sign(d_axis) * to_light_axis, computed without sign(): -(to_light_axis * d_axis) / |d_axis|
+        d_abs = np.abs(np.where(axis == 0, d[0], np.where(axis == 1, d[1], d[2])))
+        n_dot_l = -along / d_abs
+        for sl, hit, n_s in normal_override:
+            n_dot_l[sl][hit] = sum(n_s[a] * to_light[a][sl][hit] for a in range(3))
+        cos = np.maximum(n_dot_l, 0) / np.sqrt(dist2)
+        shade = room.ambient + room.diffuse * cos * (6.0 / (6.0 + dist2))
+        colours = room.colours.astype(np.float32)
+        bright, dark = colours[:, 0][obj], colours[:, 1][obj]
+        image = (dark + (bright - dark) * pattern[..., None]) * (shade * 255.0)[..., None]
+    image = np.clip(image + 0.5, 0.0, 255.0).astype(np.uint8)
+    return image, t.astype(np.float32)
+
+
+def _bilinear(patterns: np.ndarray, index: np.ndarray, fu: np.ndarray, fv: np.ndarray) -> np.ndarray:
+    """Bilinear, periodic lookup of scalar patterns (N, T, T) at texel coordinates fu, fv (H, W) of pattern
+    ``index`` (H, W) → (H, W) float32."""
+    size = patterns.shape[1]
+    flat = patterns.reshape(-1)
+    iu, iv = np.floor(fu), np.floor(fv)
+    wu, wv = fu - iu, fv - iv
+    mask = size - 1
+    iu = iu.astype(np.int32) & mask
+    iv = iv.astype(np.int32) & mask
+    iu1, iv1 = (iu + 1) & mask, (iv + 1) & mask
+    base = index * (size * size)
+    row0, row1 = base + iv * size, base + iv1 * size
+    top = np.take(flat, row0 + iu)
+    top += (np.take(flat, row0 + iu1) - top) * wu
+    bottom = np.take(flat, row1 + iu)
+    bottom += (np.take(flat, row1 + iu1) - bottom) * wu
+    return top + (bottom - top) * wv
+
+
+# ---------------------------------------------------------------- the three dataset kinds
+
+
+def _png_bytes(image: np.ndarray) -> dict:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def synthetic_view(seed: int, index: int, height: int, width: int, views_per_room: int = 4):
+    """Render sample ``index`` of a synthetic set: (image, depth, intrinsics, cam_to_world, scene name)."""
+    room_id = index // views_per_room
+    room = make_room(np.random.default_rng([seed, room_id]))
+    trajectory = Trajectory.random(room, np.random.default_rng([seed, room_id, 1]))
+    frame = np.random.default_rng([seed, room_id, 2, index % views_per_room]).uniform(0.0, 2000.0)
+    k = default_intrinsics(height, width)
+    pose = trajectory.pose(frame)
+    image, depth = render(room, pose, k, height, width)
+    return image, depth, k, pose, f"synthetic-{seed}-{room_id}"
+
+
+def synthetic_clip(
+    seed: int, index: int, height: int, width: int, frame_offsets=(-1, 1), speed: float = 0.05, clips_per_room: int = 4
+):
+    """Clip ``index`` of a synthetic video set: frames at ``target + offset`` along one smooth trajectory.
+
+    Returns:
+        dict with ``images`` (S + 1 uint8 frames, target first), ``depths`` (S + 1 float32 z-depth maps),
+        ``poses`` (S + 1, 4, 4) camera-to-world, ``intrinsics`` (3, 3), ``scene``, ``frame`` (the target's frame
+        number on the trajectory).
+    """
+    room_id = index // clips_per_room
+    room = make_room(np.random.default_rng([seed, room_id]))
+    trajectory = Trajectory.random(room, np.random.default_rng([seed, room_id, 1]), speed=speed)
+    target = int(np.random.default_rng([seed, room_id, 3, index % clips_per_room]).integers(0, 2000))
+    k = default_intrinsics(height, width)
+    frames = [target, *(target + int(o) for o in frame_offsets)]
+    poses = np.stack([trajectory.pose(f) for f in frames])
+    rendered = [render(room, pose, k, height, width) for pose in poses]
+    return {
+        "images": [r[0] for r in rendered],
+        "depths": [r[1] for r in rendered],
+        "poses": poses,
+        "intrinsics": k,
+        "scene": f"synthetic-{seed}-{room_id}",
+        "frame": target,
+    }
+
+
+def _depth_rows(num_samples, height, width, seed, views_per_room):
+    for i in range(num_samples):
+        image, depth, k, _, scene = synthetic_view(seed, i, height, width, views_per_room)
+        yield {"image": _png_bytes(image), "depth": depth, "intrinsics": k.astype(np.float32).tolist(), "scene": scene}
+
+
+def _video_rows(num_clips, height, width, seed, frame_offsets, speed, clips_per_room):
+    for i in range(num_clips):
+        clip = synthetic_clip(seed, i, height, width, frame_offsets, speed, clips_per_room)
+        yield {
+            "image": _png_bytes(clip["images"][0]),
+            "source_images": [_png_bytes(im) for im in clip["images"][1:]],
+            "source_offsets": [int(o) for o in frame_offsets],
+            "intrinsics": clip["intrinsics"].astype(np.float32).tolist(),
+            "poses": clip["poses"].astype(np.float32).tolist(),
+            "depth": clip["depths"][0],
+            "scene": clip["scene"],
+            "frame_index": clip["frame"],
+        }
+
+
+def _image_rows(num_samples, height, width, seed, views_per_room):
+    for i in range(num_samples):
+        yield {"image": _png_bytes(synthetic_view(seed, i, height, width, views_per_room)[0])}
+
+
+def _build(generator, features, gen_kwargs, streaming, cache_dir):
+    if streaming:
+        return IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs)
+    return Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, cache_dir=cache_dir)
+
+
+def _check_size(num: int, height: int, width: int) -> None:
+    if num < 1:
+        raise ValueError(f"the number of samples must be >= 1, got {num}")
+    if height < 8 or width < 8:
+        raise ValueError(f"height and width must be >= 8 pixels, got {height}x{width}")
+
+
+def synthetic_depth_dataset(
+    num_samples: int,
+    height: int = 240,
+    width: int = 320,
+    seed: int = 0,
+    views_per_room: int = 4,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+) -> Dataset | IterableDataset:
+    """``depth``-kind synthetic dataset: random views (``views_per_room`` per room) with exact z-depth in metres,
+    NYUv2-like intrinsics and the room as ``scene``. Deterministic per ``seed``."""
+    _check_size(num_samples, height, width)
+    kwargs = {"num_samples": num_samples, "height": height, "width": width, "seed": seed}
+    kwargs["views_per_room"] = views_per_room
+    return _build(_depth_rows, DEPTH_FEATURES, kwargs, streaming, cache_dir)
+
+
+def synthetic_video_dataset(
+    num_clips: int,
+    height: int = 240,
+    width: int = 320,
+    seed: int = 0,
+    frame_offsets: tuple[int, ...] = (-1, 1),
+    speed: float = 0.05,
+    clips_per_room: int = 4,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+) -> Dataset | IterableDataset:
+    """``video``-kind synthetic dataset: per row a target frame, source frames at ``frame_offsets`` along a smooth
+    trajectory (about ``speed`` metres per frame), intrinsics, camera-to-world poses (target first) and the target's
+    depth. Deterministic per ``seed``."""
+    _check_size(num_clips, height, width)
+    if not frame_offsets or 0 in frame_offsets:
+        raise ValueError(f"frame_offsets must be non-empty and non-zero, got {frame_offsets}")
+    kwargs = {"num_clips": num_clips, "height": height, "width": width, "seed": seed}
+    kwargs.update(frame_offsets=tuple(int(o) for o in frame_offsets), speed=speed, clips_per_room=clips_per_room)
+    return _build(_video_rows, VIDEO_FEATURES, kwargs, streaming, cache_dir)
+
+
+def synthetic_image_dataset(
+    num_samples: int,
+    height: int = 240,
+    width: int = 320,
+    seed: int = 0,
+    views_per_room: int = 4,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+) -> Dataset | IterableDataset:
+    """``images``-kind synthetic dataset (the RGB of :func:`synthetic_depth_dataset` views). Deterministic per seed."""
+    _check_size(num_samples, height, width)
+    kwargs = {"num_samples": num_samples, "height": height, "width": width, "seed": seed}
+    kwargs["views_per_room"] = views_per_room
+    return _build(_image_rows, IMAGE_FEATURES, kwargs, streaming, cache_dir)

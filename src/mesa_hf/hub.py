@@ -1,0 +1,183 @@
+"""Writing checkpoints for sharing: safetensors weights, config, image processor, modelling code and `auto_map`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import PreTrainedModel
+
+from .configuration_mesa import MeSaConfig
+from .image_processing_mesa import MeSaImageProcessor
+
+# Auto class under which each MeSa class is written into `auto_map`.
+AUTO_CLASS_OF = {
+    "MeSaForDepthEstimation": "AutoModelForDepthEstimation",
+    "MeSaForMaskedImageModeling": "AutoModelForMaskedImageModeling",
+    "MeSaForSelfSupervisedDepth": "AutoModel",
+}
+
+
+@contextmanager
+def remote_code_registration(model: PreTrainedModel, image_processor: MeSaImageProcessor | None = None):
+    """Within the context, `save_pretrained` also copies the modelling code and writes `auto_map`.
+
+    Registration is undone on exit so ordinary checkpoints stay plain (no remote-code prompt on load).
+    """
+    classes = [type(model), MeSaConfig] + ([type(image_processor)] if image_processor is not None else [])
+    previous = {cls: cls.__dict__.get("_auto_class") for cls in classes}
+    try:
+        MeSaConfig.register_for_auto_class()
+        type(model).register_for_auto_class(AUTO_CLASS_OF.get(type(model).__name__, "AutoModel"))
+        if image_processor is not None:
+            type(image_processor).register_for_auto_class("AutoImageProcessor")
+        yield
+    finally:
+        for cls, value in previous.items():
+            if value is None:
+                if "_auto_class" in cls.__dict__:
+                    delattr(cls, "_auto_class")
+            else:
+                cls._auto_class = value
+
+
+def atomic_save_pretrained(save, directory: str | os.PathLike) -> Path:
+    """Call `save(tmp_dir)` in a sibling temporary folder, then move it into place: never a half-written folder.
+
+    An existing `directory` is replaced only after the new one is complete.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        save(tmp)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+METRIC_NAMES = {"abs_rel": "AbsRel", "rmse": "RMSE", "log10": "log10", "d1": "δ1", "d2": "δ2", "d3": "δ3"}
+
+
+def model_card_template_path() -> Path:
+    """The model card template: shipped inside the wheel, or `model_card.md` at the root of a source checkout."""
+    for candidate in (Path(__file__).with_name("model_card.md"), Path(__file__).resolve().parents[2] / "model_card.md"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("model_card.md template not found beside mesa_hf or at the repository root")
+
+
+def build_model_card(
+    model: PreTrainedModel,
+    *,
+    model_id: str,
+    repo_id: str | None = None,
+    image_processor: MeSaImageProcessor | None = None,
+    preset: str | None = None,
+    stages: list[dict] | None = None,
+    results: list[dict] | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+    remote_code: bool = True,
+) -> ModelCard:
+    """Fill `model_card.md` for a MeSa checkpoint.
+
+    `stages`: dicts with name, objective, data, steps, notes (one per training stage, in order).
+    `results`: dicts with dataset, protocol (a sentence naming crop, range, scaling and TTA) and the metrics
+    abs_rel, rmse, log10, d1, d2, d3; they also become `model-index` metadata (Hub evaluation results).
+    """
+    config = model.config
+    backbone = config.backbone_config
+    processor = image_processor or MeSaImageProcessor()
+    results = results or []
+    eval_results = [
+        EvalResult(
+            task_type="depth-estimation",
+            dataset_type=r.get("dataset_type", r["dataset"].lower()),
+            dataset_name=r["dataset"],
+            metric_type=metric,
+            metric_name=f"{name} ({r['protocol']})",
+            metric_value=float(r[metric]),
+        )
+        for r in results
+        for metric, name in METRIC_NAMES.items()
+        if metric in r
+    ]
+    card_data = ModelCardData(
+        model_name=model_id,
+        library_name="transformers",
+        pipeline_tag="depth-estimation",
+        license="apache-2.0",
+        tags=["depth-estimation", "monocular-depth", "mesa", "swinv2", "mesa-hf"],
+        datasets=datasets,
+        base_model=base_model,
+        eval_results=eval_results or None,
+    )
+    decoder = "MIM-Depth deconvolution" if config.decoder_type == "mim" else "multi-scale (FPN-style)"
+    formatted = [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in results]
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(model_card_template_path()),
+        model_id=model_id,
+        repo_id=repo_id or model_id,
+        preset=preset,
+        embed_dim=backbone.embed_dim,
+        depths=list(backbone.depths),
+        num_heads=list(backbone.num_heads),
+        window_size=backbone.window_size,
+        pretrained_window_sizes=list(backbone.pretrained_window_sizes),
+        decoder_description=decoder,
+        num_parameters=f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
+        min_depth=config.min_depth,
+        max_depth=config.max_depth,
+        processor_size=f"{processor.size['height']}×{processor.size['width']}",
+        trust_remote_code_arg=", trust_remote_code=True" if remote_code else "",
+        stages=stages or [],
+        results=formatted,
+    )
+
+
+def save_for_sharing(
+    model: PreTrainedModel,
+    image_processor: MeSaImageProcessor | None,
+    directory: str | os.PathLike,
+    model_card: ModelCard | None = None,
+) -> Path:
+    """Write a self-contained checkpoint folder (atomically) that loads where mesa_hf is not installed.
+
+    The folder holds `model.safetensors`, `config.json` and `preprocessor_config.json` with `auto_map`, and the
+    flat modelling files, so `AutoModelForDepthEstimation.from_pretrained(dir, trust_remote_code=True)` and
+    `pipeline("depth-estimation", model=dir, trust_remote_code=True)` work anywhere transformers is installed.
+    `model_card` (from `build_model_card`) is written as README.md.
+    """
+    image_processor = image_processor if image_processor is not None else MeSaImageProcessor()
+
+    def save(folder: Path) -> None:
+        with remote_code_registration(model, image_processor):
+            model.save_pretrained(folder)
+            image_processor.save_pretrained(folder)
+        if model_card is not None:
+            model_card.save(folder / "README.md")
+
+    return atomic_save_pretrained(save, directory)
+
+
+__all__ = [
+    "atomic_save_pretrained",
+    "build_model_card",
+    "model_card_template_path",
+    "remote_code_registration",
+    "save_for_sharing",
+]

@@ -1,0 +1,359 @@
+"""The one Accelerate training loop shared by every MeSa stage (masked, geometric, supervised, fine-tuning).
+
+A stage is (model class, dataset, collator): the model's ``forward(**batch)`` returns an output with ``.loss``.
+The loop follows transformers' ``run_mim_no_trainer.py`` (Accelerator, ``accumulate``, ``save_state`` /
+``load_state`` + ``skip_first_batches``, trackers) as a library function.
+
+On disk (``args.output_dir``)::
+
+    checkpoints/step_N/    complete Accelerate state (model, optimizer, scheduler, RNG) + trainer_state.json
+    final/                 unwrap_model(model).save_pretrained(...) (+ the processor, when given)
+
+Every folder is written under a temporary name and renamed into place, so a killed run never leaves a
+half-written checkpoint under a real name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .arguments import MeSaTrainingArguments
+from .optimization import build_lr_scheduler, build_optimizer, steps_per_epoch
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE_NAME = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+_TMP_PREFIX = ".tmp-"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped without saving anything after it."""
+
+    def __init__(self, step: int, epoch: int, loss: float, last_checkpoint: str | None):
+        self.step, self.epoch, self.loss, self.last_checkpoint = step, epoch, loss, last_checkpoint
+        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved yet"
+        super().__init__(
+            f"Training stopped: the loss became {loss} at optimizer step {step} (epoch {epoch}). Nothing was saved "
+            f"after it; {where}. Check the data and lower the learning rate (or enable max_grad_norm), then resume "
+            f"with resume_from_checkpoint."
+        )
+
+
+@dataclass
+class TrainingResult:
+    """What `train` returns: the final update count, the per-update loss history and the evaluation history."""
+
+    global_step: int
+    epoch: int
+    losses: list[float] = field(default_factory=list)
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    final_model_dir: str | None = None
+    resumed_from: str | None = None
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints ``output_dir/checkpoints/step_N`` sorted by N (temporary folders are ignored)."""
+    folder = Path(output_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def _resolve_resume(args: MeSaTrainingArguments) -> Path | None:
+    if not args.resume_from_checkpoint:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(args.output_dir)
+        if not checkpoints:
+            logger.info("resume_from_checkpoint='latest': no checkpoint in %s, starting from scratch", args.output_dir)
+            return None
+        return checkpoints[-1]
+    path = Path(args.resume_from_checkpoint)
+    if not (path / TRAINER_STATE_NAME).is_file():
+        raise FileNotFoundError(
+            f"resume_from_checkpoint: {path} is not a checkpoint folder written by mesa_hf.training "
+            f"(no {TRAINER_STATE_NAME})"
+        )
+    return path
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder to its final name (replacing an older folder of that name)."""
+    if final.exists():
+        old = final.with_name(f"{_TMP_PREFIX}old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def _clean_temporary(folder: Path) -> None:
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.name.startswith(_TMP_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _loss_of(outputs: Any) -> torch.Tensor:
+    loss = outputs.get("loss") if isinstance(outputs, dict) else getattr(outputs, "loss", None)
+    if loss is None:
+        raise ValueError(
+            "train: the model's forward(**batch) returned no `loss`; the batch must carry the stage's targets "
+            "(e.g. `labels` for depth, `bool_masked_pos` for masked image modelling)"
+        )
+    return loss
+
+
+def _tracker_config(args: MeSaTrainingArguments) -> dict[str, Any]:
+    return {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}
+
+
+def _allow_new_precision(args: MeSaTrainingArguments) -> None:
+    """Let consecutive stages in one process use different precisions or devices.
+
+    Accelerate keeps one process-wide `AcceleratorState` and refuses a second `Accelerator` with another
+    `mixed_precision` (or `cpu=True` after a GPU one); the per-run part of that state is dropped then, keeping the
+    process group (`PartialState`) intact.
+    """
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if not shared:
+        return
+    previous_precision = shared.get("_mixed_precision")
+    device = shared.get("device")
+    if previous_precision != args.mixed_precision or (args.use_cpu and getattr(device, "type", "cpu") != "cpu"):
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def train(
+    model: torch.nn.Module,
+    train_dataset: torch.utils.data.Dataset,
+    args: MeSaTrainingArguments,
+    data_collator: Callable | None = None,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    accelerator: Any | None = None,
+    processor: Any | None = None,
+    step_callback: Callable[[int, float], None] | None = None,
+) -> TrainingResult:
+    """Train `model` on `train_dataset` with Accelerate; the same loop for every stage.
+
+    Args:
+        model: a `PreTrainedModel` whose ``forward(**batch)`` returns an output with ``.loss``.
+        train_dataset: a map-style dataset (e.g. an HF `Dataset` with a transform) yielding dict samples.
+        args: `MeSaTrainingArguments`.
+        data_collator: builds a batch dict from a list of samples (default: torch's default collate).
+        eval_fn: ``eval_fn(model) -> dict`` of metrics, called every `args.eval_steps` updates and at the end,
+            with the prepared model in eval mode; results are logged with ``accelerator.log``.
+        accelerator: an `accelerate.Accelerator` to use instead of building one from `args`.
+        processor: saved next to the final model when given (anything with ``save_pretrained``).
+        step_callback: ``step_callback(step, loss)`` after every optimizer update (after checkpointing).
+
+    Returns a `TrainingResult`. Raises `NonFiniteLossError` when the loss becomes NaN/inf (nothing is saved
+    after that step; earlier checkpoints stay intact).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    output_dir = Path(args.output_dir)
+    checkpoints_dir = output_dir / CHECKPOINTS_DIR
+    if accelerator is None:
+        _allow_new_precision(args)
+        accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision,
+            cpu=args.use_cpu,
+            log_with=args.report_to if args.with_tracking else None,
+            project_config=ProjectConfiguration(project_dir=str(output_dir)),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        )
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _clean_temporary(checkpoints_dir)
+        _clean_temporary(output_dir)
+    accelerator.wait_for_everyone()
+
+    train_dataloader = DataLoader(
+        train_dataset,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=data_collator,
+        drop_last=args.dataloader_drop_last,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    if len(train_dataloader) == 0:
+        raise ValueError(
+            f"train: the dataset has {len(train_dataset)} samples, fewer than one batch of "
+            f"{args.per_device_train_batch_size} (with dataloader_drop_last={args.dataloader_drop_last})"
+        )
+    optimizer = build_optimizer(model, args)
+    # the schedule needs the number of updates, known only after the dataloader is sharded
+    model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    updates_per_epoch = steps_per_epoch(len(train_dataloader), accelerator.gradient_accumulation_steps)
+    max_steps = args.max_train_steps or args.num_train_epochs * updates_per_epoch
+    num_epochs = math.ceil(max_steps / updates_per_epoch)
+    lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, args, max_steps, accelerator.num_processes))
+
+    if args.with_tracking:
+        accelerator.init_trackers(args.project_name, _tracker_config(args))
+
+    global_step, start_epoch, batches_done_in_epoch = 0, 0, 0
+    losses: list[float] = []
+    eval_history: list[dict[str, Any]] = []
+    resume_path = _resolve_resume(args)
+    last_checkpoint: str | None = None
+    if resume_path is not None:
+        accelerator.print(f"Resuming from checkpoint {resume_path}")
+        accelerator.load_state(str(resume_path))
+        state = json.loads((resume_path / TRAINER_STATE_NAME).read_text())
+        global_step, start_epoch = state["global_step"], state["epoch"]
+        batches_done_in_epoch = state["batches_done_in_epoch"]
+        losses, eval_history = list(state["losses"]), list(state["eval_history"])
+        last_checkpoint = str(resume_path)
+        if batches_done_in_epoch >= len(train_dataloader):
+            start_epoch, batches_done_in_epoch = start_epoch + 1, 0
+
+    def save_checkpoint(epoch: int, batches_done: int) -> str:
+        final = checkpoints_dir / f"step_{global_step}"
+        tmp = checkpoints_dir / f"{_TMP_PREFIX}step_{global_step}"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            state = {
+                "global_step": global_step,
+                "epoch": epoch,
+                "batches_done_in_epoch": batches_done,
+                "max_steps": max_steps,
+                "losses": losses,
+                "eval_history": eval_history,
+                "args": _tracker_config(args),
+            }
+            (tmp / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=1))
+            _replace_dir(tmp, final)
+            if args.save_total_limit is not None:
+                for old in list_checkpoints(output_dir)[: -args.save_total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return str(final)
+
+    def evaluate() -> None:
+        model.eval()
+        with torch.no_grad():
+            metrics = dict(eval_fn(model))
+        model.train()
+        eval_history.append({"step": global_step, **metrics})
+        accelerator.log({f"eval_{k}": v for k, v in metrics.items()}, step=global_step)
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(
+        total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="training"
+    )
+    model.train()
+    window_losses: list[float] = []
+    accumulated: list[torch.Tensor] = []
+    epoch = start_epoch
+    for epoch in range(start_epoch, num_epochs):
+        if global_step >= max_steps:
+            break
+        train_dataloader.set_epoch(epoch)
+        skip = batches_done_in_epoch if epoch == start_epoch else 0
+        epoch_loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+        batches_done = skip
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                outputs = model(**batch)
+                loss = _loss_of(outputs)
+                finite = torch.isfinite(loss.detach()).all().to(torch.float32)
+                if accelerator.num_processes > 1:
+                    finite = accelerator.reduce(finite, reduction="min")
+                if finite.item() < 1:
+                    progress.close()
+                    raise NonFiniteLossError(global_step + 1, epoch, float(loss.detach().float()), last_checkpoint)
+                accumulated.append(loss.detach().float())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            batches_done += 1
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            step_loss = torch.stack(accumulated).mean()
+            if accelerator.num_processes > 1:
+                step_loss = accelerator.reduce(step_loss, reduction="mean")
+            accumulated = []
+            losses.append(float(step_loss))
+            window_losses.append(losses[-1])
+            progress.update(1)
+            progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            if global_step % args.logging_steps == 0 or global_step == max_steps:
+                logs = {"train_loss": sum(window_losses) / len(window_losses), "lr": lr_scheduler.get_last_lr()[-1]}
+                accelerator.log({**logs, "epoch": epoch}, step=global_step)
+                window_losses = []
+            if eval_fn is not None and args.eval_steps and global_step % args.eval_steps == 0:
+                evaluate()
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                last_checkpoint = save_checkpoint(epoch, batches_done)
+            if step_callback is not None:
+                step_callback(global_step, losses[-1])
+            if global_step >= max_steps:
+                break
+    progress.close()
+
+    if eval_fn is not None and not (eval_history and eval_history[-1]["step"] == global_step):
+        evaluate()
+
+    final_dir = output_dir / args.final_subdir if args.final_subdir else output_dir
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    tmp = output_dir / f"{_TMP_PREFIX}final"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
+        if processor is not None:
+            processor.save_pretrained(str(tmp))
+        if args.final_subdir:
+            _replace_dir(tmp, final_dir)
+        else:  # into output_dir itself: file by file, config.json last so a loadable folder is complete
+            names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")
+            for name in names:
+                os.replace(tmp / name, output_dir / name)
+            shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    if args.with_tracking:
+        accelerator.end_training()
+    return TrainingResult(
+        global_step=global_step,
+        epoch=epoch,
+        losses=losses,
+        eval_history=eval_history,
+        final_model_dir=str(final_dir),
+        resumed_from=str(resume_path) if resume_path is not None else None,
+    )
