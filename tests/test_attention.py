@@ -273,3 +273,21 @@ def test_bad_arguments():
         set_window_attention(sdpa, "flash")
     with pytest.raises(ValueError, match="no Swin-V2 layer"):
         set_window_attention(torch.nn.Linear(2, 2), "sdpa")
+
+
+def test_mesa_depth_model_with_sdpa_encoder():
+    """The swap on a MeSa model's encoder (`model.backbone`) keeps its depth output and its state dict keys."""
+    mesa_hf = pytest.importorskip("mesa_hf")
+    if not hasattr(mesa_hf, "MeSaForDepthEstimation"):
+        pytest.skip("mesa_hf.MeSaForDepthEstimation is not in this checkout")
+    torch.manual_seed(0)
+    eager = mesa_hf.MeSaForDepthEstimation(mesa_hf.MeSaConfig.from_preset("test")).eval()
+    sdpa = copy.deepcopy(eager)
+    set_window_attention(sdpa.backbone, "sdpa")
+    assert list(sdpa.state_dict()) == list(eager.state_dict())
+    x = pixels(height=64, width=96)
+    with torch.no_grad():
+        expected = eager(pixel_values=x).predicted_depth
+        actual = sdpa(pixel_values=x).predicted_depth
+    assert actual.shape == expected.shape == (2, 64, 96)
+    assert (actual - expected).abs().max() <= 1e-4
