@@ -277,6 +277,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1 only, 2 repeats")
     parser.add_argument("--large", action="store_true", help="also batch 8 forward+backward at 480x640")
     parser.add_argument("--skip-full-model", action="store_true")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated subset of {list(SETTINGS)}")
+    parser.add_argument("--passes", default="forward,fwd+bwd", help="comma-separated subset of forward,fwd+bwd")
     args = parser.parse_args()
     if args.quick:
         args.repeats = min(args.repeats, 2)
@@ -294,6 +296,11 @@ def main() -> None:
         cases += [("480x640 w30", batch, False), ("192x192 w12", batch, False), ("192x192 w12", batch, True)]
         if batch == 1 or args.large:
             cases.append(("480x640 w30", batch, True))
+    settings, passes = args.settings.split(","), args.passes.split(",")
+    unknown = [n for n in settings if n not in SETTINGS] + [p for p in passes if p not in ("forward", "fwd+bwd")]
+    if unknown:
+        parser.error(f"unknown --settings/--passes entries: {unknown}")
+    cases = [c for c in cases if c[0] in settings and ("fwd+bwd" if c[2] else "forward") in passes]
     cases.sort(key=lambda case: (case[0] != "480x640 w30", case[2], case[1]))
     for setting_name, batch, train in cases:
         rows.append(encoder_case(setting_name, batch, train, args, device, dtype, rates))
