@@ -1,0 +1,414 @@
+"""A fused window attention for transformers' Swin-V2 (`Swinv2Backbone`, `Swinv2Model`, ...).
+
+`set_window_attention(model, "sdpa")` swaps, in place, every `Swinv2Layer` and `Swinv2SelfAttention` of a model for
+subclasses whose forward runs the cosine window attention through `torch.nn.functional.scaled_dot_product_attention`;
+`set_window_attention(model, "eager")` puts transformers' stock classes back. The swap changes the class of the
+existing modules only: no parameter or buffer is added, renamed or reshaped, so state dicts stay interchangeable with
+stock Swin-V2 checkpoints.
+
+What the fused path does, per layer (the maths is the stock module's, see `Swinv2SelfAttention.forward`):
+
+* one gather takes the tokens to padded, cyclically shifted windows (and one gather back crops and un-shifts),
+  with the windows of a shifted layer grouped by which shift mask they need: interior windows need none, the last
+  window row, the last window column and the corner window each need one pattern;
+* q, k and v come from one matrix product with the three weights concatenated (cached when no gradient is needed);
+* queries and keys are L2-normalised and the queries pre-scaled by the clamped exp logit scale, so that SDPA runs with
+  `scale=1.0` and one float mask per window group: the continuous position bias `16 * sigmoid(cpb_mlp(table))`
+  gathered by `relative_position_index`, plus the shift mask of that group;
+* the bias and the group masks are cached while no gradient is needed (eval, `torch.no_grad`), keyed on the
+  versions of the tensors they come from, so an optimizer step, `load_state_dict` or `.to()` invalidates them;
+* on CPU with gradients, a custom autograd function runs the fused kernel forward and a chunked backward that also
+  gives the bias gradient (the score gradient summed over windows); CPU SDPA would otherwise drop to its slow math
+  path whenever the mask needs a gradient.
+
+Attention dropout in training runs SDPA with `dropout_p`; `output_attentions=True` falls back to the stock
+computation for that call.
+
+This file is copied next to checkpoints shared with `trust_remote_code`: it imports only torch, transformers and the
+standard library.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer, Swinv2SelfAttention
+
+WINDOW_ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
+# transformers' Swinv2SelfAttention adds the layer's -100 shift mask to the scores twice (modeling_swinv2.py, the
+# `attention_mask is not None` branch); the fused path matches the stock module, so checkpoints behave the same.
+SHIFT_MASK_VALUE = -200.0
+# Largest logit scale of Swin-V2's cosine attention (log(1 / 0.01) before the exponential).
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
+# Elements of one score chunk ((window, head) pairs x N x N) in the CPU backward: 16 MiB in float32. Smaller chunks
+# were no faster on one thread and far slower with several threads on a busy machine (one sync per small op).
+_BACKWARD_CHUNK_ELEMENTS = 1 << 22
+
+_flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def set_window_attention(model: nn.Module, implementation: str) -> None:
+    """Select the window attention of every Swin-V2 layer in `model`, in place.
+
+    Args:
+        model: any module holding transformers' Swin-V2 layers (`Swinv2Backbone`, `Swinv2Model`, a model around one).
+        implementation: `"sdpa"` (fused, this module) or `"eager"` (transformers' stock modules).
+
+    Raises:
+        ValueError: unknown `implementation`, or `model` holds no `Swinv2Layer`.
+    """
+    if implementation not in WINDOW_ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"window attention implementation must be one of {WINDOW_ATTENTION_IMPLEMENTATIONS}, got {implementation!r}"
+        )
+    layers = [module for module in model.modules() if isinstance(module, Swinv2Layer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} holds no Swin-V2 layer (transformers' Swinv2Layer) to swap")
+    for layer in layers:
+        attention = layer.attention.self
+        if implementation == "sdpa":
+            layer.__class__ = SdpaSwinv2Layer
+            attention.__class__ = SdpaSwinv2SelfAttention
+        else:
+            layer.__class__ = Swinv2Layer
+            attention.__class__ = Swinv2SelfAttention
+        for module in (layer, attention):
+            module.__dict__.pop("_mesa_cache", None)
+
+
+def get_window_attention(model: nn.Module) -> str:
+    """The implementation of the first Swin-V2 layer of `model`: `"sdpa"` or `"eager"`."""
+    for module in model.modules():
+        if isinstance(module, Swinv2Layer):
+            return "sdpa" if isinstance(module, SdpaSwinv2Layer) else "eager"
+    raise ValueError(f"{type(model).__name__} holds no Swin-V2 layer (transformers' Swinv2Layer)")
+
+
+def _tensor_versions(tensors) -> tuple:
+    """A key that changes when any tensor is replaced (`.to()`, `param.data = ...`) or updated in place."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+
+def _cached(module: nn.Module, name: str, key: tuple, build):
+    """One-entry cache per (module, name): returns build() and remembers it under `key`."""
+    cache = module.__dict__.setdefault("_mesa_cache", {})
+    entry = cache.get(name)
+    if entry is not None and entry[0] == key:
+        return entry[1]
+    value = build()
+    cache[name] = (key, value)
+    return value
+
+
+def shift_mask_patterns(window_size: int, shift_size: int, device=None) -> torch.Tensor:
+    """The shift masks of the window groups of a shifted Swin layer, shape (4, N, N) with N = window_size**2.
+
+    Group 0: interior windows (all zeros); 1: last window column; 2: last window row; 3: the corner window. Within the
+    last window of an axis, the first `window_size - shift_size` positions belong to one image region and the rest to
+    the region that wrapped around; tokens of different regions get `SHIFT_MASK_VALUE`.
+    """
+    position = torch.arange(window_size, device=device)
+    wrapped = (position >= window_size - shift_size).long() + 1
+    masks = []
+    for last_row, last_col in ((False, False), (False, True), (True, False), (True, True)):
+        rows = wrapped if last_row else torch.zeros_like(wrapped)
+        cols = wrapped if last_col else torch.zeros_like(wrapped)
+        label = (rows[:, None] * 3 + cols[None, :]).reshape(-1)
+        different = label[:, None] != label[None, :]
+        masks.append(different.float() * SHIFT_MASK_VALUE)
+    return torch.stack(masks)
+
+
+def _window_plan(batch: int, height: int, width: int, window: int, shift: int, device) -> dict:
+    """Gather indices between tokens (B, H*W) and padded, shifted windows grouped by shift-mask pattern.
+
+    Returns a dict: `gather` (num_windows*N,) token row for each window position (pad positions point at row 0 and
+    are listed in `pad`), `scatter` (B*H*W,) the window position of each token, `groups` the number of windows in
+    each mask group (groups of size 0 dropped, with `group_ids` their pattern index), `padded` (H_pad, W_pad).
+    """
+    height_pad = math.ceil(height / window) * window
+    width_pad = math.ceil(width / window) * window
+    rows, cols = height_pad // window, width_pad // window
+    if shift > 0:
+        interior_r, interior_c = torch.arange(rows - 1), torch.arange(cols - 1)
+        last_r, last_c = torch.tensor([rows - 1]), torch.tensor([cols - 1])
+        group_windows = [(interior_r, interior_c), (interior_r, last_c), (last_r, interior_c), (last_r, last_c)]
+    else:
+        group_windows = [(torch.arange(rows), torch.arange(cols))]
+    inner = torch.arange(window)
+    batch_index = torch.arange(batch)
+    gathers, groups, group_ids = [], [], []
+    for group_id, (window_rows, window_cols) in enumerate(group_windows):
+        count = len(window_rows) * len(window_cols)
+        if count == 0:
+            continue
+        # padded-and-rolled coordinates (B, wr, wc, i, j) -> source coordinates in the padded image
+        y = (window_rows[:, None, None, None] * window + inner[None, None, :, None]).expand(
+            -1, len(window_cols), -1, window
+        )
+        x = (window_cols[None, :, None, None] * window + inner[None, None, None, :]).expand(
+            len(window_rows), -1, window, -1
+        )
+        y = (y + shift) % height_pad
+        x = (x + shift) % width_pad
+        token = torch.where((y < height) & (x < width), y * width + x, -1)
+        token = token[None] + 0 * batch_index[:, None, None, None, None]
+        token = torch.where(token >= 0, token + (batch_index * height * width)[:, None, None, None, None], -1)
+        gathers.append(token.reshape(-1))
+        groups.append(count * batch)
+        group_ids.append(group_id)
+    gather = torch.cat(gathers)
+    pad = torch.nonzero(gather < 0).flatten()
+    scatter = torch.empty(batch * height * width, dtype=torch.long)
+    valid = gather >= 0
+    scatter[gather[valid]] = torch.nonzero(valid).flatten()
+    return {
+        "gather": gather.clamp_min(0).to(device),
+        "pad": pad.to(device) if pad.numel() else None,
+        "scatter": scatter.to(device),
+        "groups": groups,
+        "group_ids": group_ids,
+        "padded": (height_pad, width_pad),
+    }
+
+
+def _largest_divisor_at_most(value: int, limit: int) -> int:
+    return max(d for d in range(1, value + 1) if value % d == 0 and d <= max(1, limit))
+
+
+class _CpuWindowAttention(torch.autograd.Function):
+    """softmax(q kᵀ + mask) v over windows sharing one (heads, N, N) mask, with the mask's gradient, on CPU.
+
+    Forward runs torch's fused CPU kernel (no (N, N) scores kept). Backward recomputes the probabilities from the
+    saved log-sum-exp in cache-sized chunks of (window, head) pairs, reusing two chunk buffers, and returns dq, dk,
+    dv and the mask gradient (the score gradient summed over windows).
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask):
+        output, logsumexp = _flash_cpu(query, key, value, 0.0, False, attn_mask=mask.unsqueeze(0), scale=1.0)
+        ctx.save_for_backward(query, key, value, mask, output, logsumexp)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        query, key, value, mask, output, logsumexp = ctx.saved_tensors
+        windows, heads, tokens, head_size = query.shape
+        rows = windows * heads
+        per_head = tokens * tokens
+        if heads * per_head <= _BACKWARD_CHUNK_ELEMENTS:
+            # whole windows per chunk: the mask repeated for the chunk's windows, built once
+            chunk = min(windows, _BACKWARD_CHUNK_ELEMENTS // (heads * per_head)) * heads
+            chunk_mask = mask.expand(chunk // heads, heads, tokens, tokens).reshape(chunk, tokens, tokens)
+        else:
+            # part of one window's heads per chunk: a slice of the mask
+            chunk = _largest_divisor_at_most(heads, _BACKWARD_CHUNK_ELEMENTS // per_head)
+            chunk_mask = None
+        flat_shape = (rows, tokens, head_size)
+        query_f, key_f, value_f = (t.reshape(flat_shape) for t in (query, key, value))
+        grad_output_f = grad_output.reshape(flat_shape)
+        logsumexp_f = logsumexp.reshape(rows, tokens, 1).to(query.dtype)
+        # D = rowsum(dO * O): the softmax backward's correction term
+        delta = (grad_output * output).sum(-1, keepdim=True).reshape(rows, tokens, 1)
+        grad_query, grad_key, grad_value = (torch.empty(flat_shape, dtype=query.dtype) for _ in range(3))
+        need_mask_grad = ctx.needs_input_grad[3]
+        accumulate = torch.promote_types(mask.dtype, torch.float32)
+        grad_mask = torch.zeros(mask.shape, dtype=accumulate) if need_mask_grad else None
+        probs_buffer = torch.empty(chunk, tokens, tokens, dtype=query.dtype)
+        grad_scores_buffer = torch.empty(chunk, tokens, tokens, dtype=query.dtype)
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
+            part, count = slice(start, stop), stop - start
+            probs, grad_scores = probs_buffer[:count], grad_scores_buffer[:count]
+            head = start % heads
+            part_mask = chunk_mask[:count] if chunk_mask is not None else mask[head : head + count]
+            torch.baddbmm(part_mask, query_f[part], key_f[part].transpose(1, 2), out=probs)
+            probs.sub_(logsumexp_f[part]).exp_()
+            torch.bmm(grad_output_f[part], value_f[part].transpose(1, 2), out=grad_scores)
+            grad_scores.sub_(delta[part]).mul_(probs)
+            if need_mask_grad:
+                if chunk_mask is not None:
+                    grad_mask += grad_scores.view(count // heads, heads, tokens, tokens).sum(0, dtype=accumulate)
+                else:
+                    grad_mask[head : head + count] += grad_scores
+            torch.bmm(grad_scores, key_f[part], out=grad_query[part])
+            torch.bmm(grad_scores.transpose(1, 2), query_f[part], out=grad_key[part])
+            torch.bmm(probs.transpose(1, 2), grad_output_f[part], out=grad_value[part])
+        shape = (windows, heads, tokens, head_size)
+        return (
+            grad_query.view(shape),
+            grad_key.view(shape),
+            grad_value.view(shape),
+            grad_mask.to(mask.dtype) if need_mask_grad else None,
+        )
+
+
+class _Reindex(torch.autograd.Function):
+    """Rows `source[index]`, zeroed at rows `zero_rows`; backward: `grad[inverse]`, zeroed at rows `inverse_zero_rows`.
+
+    `index` and `inverse` are inverse maps between the rows of `source` and the rows of the output, apart from the
+    zeroed rows (padding): then the backward is a gather too (torch's index_select backward, a scatter-add, is far
+    slower on several CPU threads).
+    """
+
+    @staticmethod
+    def forward(ctx, source, index, inverse, zero_rows, inverse_zero_rows):
+        ctx.save_for_backward(inverse, inverse_zero_rows)
+        output = source.index_select(0, index)
+        if zero_rows is not None:
+            output.index_fill_(0, zero_rows, 0.0)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inverse, inverse_zero_rows = ctx.saved_tensors
+        grad_source = grad_output.index_select(0, inverse)
+        if inverse_zero_rows is not None:
+            grad_source.index_fill_(0, inverse_zero_rows, 0.0)
+        return grad_source, None, None, None, None
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout: float):
+    """softmax(q kᵀ + mask) v for (W, heads, N, d) windows sharing the (heads, N, N) float mask."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, mask))
+    if dropout > 0.0 or not needs_grad or query.device.type != "cpu" or _flash_cpu is None:
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask.unsqueeze(0), dropout_p=dropout, scale=1.0
+        )
+    return _CpuWindowAttention.apply(query, key, value, mask)
+
+
+class SdpaSwinv2SelfAttention(Swinv2SelfAttention):
+    """Swin-V2 cosine window attention through `scaled_dot_product_attention`; same parameters as the stock module.
+
+    `forward` (the stock signature, used by the stock layer with `output_attentions=True`) stays transformers' code;
+    `SdpaSwinv2Layer` calls `window_attention` instead.
+    """
+
+    def position_bias(self) -> torch.Tensor:
+        """16 * sigmoid(cpb_mlp(relative_coords_table)) gathered to (heads, N, N), N = window tokens."""
+        table = self.continuous_position_bias_mlp(self.relative_coords_table).view(-1, self.num_attention_heads)
+        table = 16 * torch.sigmoid(table.t())  # elementwise, so it commutes with the gather below
+        tokens = self.window_size[0] * self.window_size[1]
+        return table.index_select(1, self.relative_position_index.view(-1)).view(-1, tokens, tokens)
+
+    def _bias_tensors(self) -> list[torch.Tensor]:
+        return [
+            *self.continuous_position_bias_mlp.parameters(),
+            self.relative_coords_table,
+            self.relative_position_index,
+        ]
+
+    def group_masks(self, shift_size: int, dtype: torch.dtype, device) -> list[torch.Tensor]:
+        """Float masks (heads, N, N), one per window group: the position bias plus the group's shift mask."""
+
+        def build():
+            bias = self.position_bias().to(dtype)
+            if shift_size <= 0:
+                return [bias]
+            patterns = shift_mask_patterns(self.window_size[0], shift_size, device=device).to(dtype)
+            return [bias + pattern for pattern in patterns]
+
+        tensors = self._bias_tensors()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return build()
+        key = (_tensor_versions(tensors), shift_size, dtype, str(device), torch.is_inference_mode_enabled())
+        return _cached(self, "group_masks", key, build)
+
+    def qkv_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The query, key and value projections as one (3C, C) weight and (3C,) bias."""
+        linears = (self.query, self.key, self.value)
+
+        def build():
+            weight = torch.cat([linear.weight for linear in linears])
+            if all(linear.bias is None for linear in linears):
+                return weight, None
+            biases = [
+                linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+                for linear in linears
+            ]
+            return weight, torch.cat(biases)
+
+        tensors = [t for linear in linears for t in (linear.weight, linear.bias) if t is not None]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return build()
+        key = (_tensor_versions(tensors), torch.is_inference_mode_enabled())
+        return _cached(self, "qkv", key, build)
+
+    def window_attention(self, windows: torch.Tensor, groups: list[int], group_ids: list[int], shift_size: int):
+        """Attention within each window.
+
+        Args:
+            windows: (num_windows, N, C) tokens, windows of the same mask group consecutive.
+            groups: number of windows in each group, in order; `group_ids`: each group's pattern index
+                (see `shift_mask_patterns`; ignored when `shift_size` is 0).
+        Returns:
+            (num_windows, N, C) context before the output projection.
+        """
+        num_windows, tokens, channels = windows.shape
+        heads, head_size = self.num_attention_heads, self.attention_head_size
+        weight, bias = self.qkv_weight()
+        qkv = F.linear(windows, weight, bias).view(num_windows, tokens, 3, heads, head_size)
+        # cosine attention: L2-normalised queries and keys in one pass, queries also scaled by the logit scale
+        query_key = qkv[:, :, :2]
+        logit_scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().view(1, heads, 1)
+        factor = torch.cat([logit_scale, torch.ones_like(logit_scale)]).to(qkv.dtype)  # (2, heads, 1)
+        norm = torch.linalg.vector_norm(query_key, dim=-1, keepdim=True).clamp_min(1e-12)
+        query_key = query_key * (factor / norm)
+        query = query_key[:, :, 0].transpose(1, 2)
+        key = query_key[:, :, 1].transpose(1, 2)
+        value = qkv[:, :, 2].transpose(1, 2)
+        masks = self.group_masks(shift_size, query.dtype, query.device)
+        dropout = self.dropout.p if self.training else 0.0
+        outputs, start = [], 0
+        for count, group_id in zip(groups, group_ids):
+            part = slice(start, start + count)
+            mask = masks[group_id if shift_size > 0 else 0]
+            outputs.append(_attend(query[part], key[part], value[part], mask, dropout))
+            start += count
+        context = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        return context.transpose(1, 2).reshape(num_windows, tokens, channels)
+
+
+class SdpaSwinv2Layer(Swinv2Layer):
+    """Swin-V2 block whose window attention runs `SdpaSwinv2SelfAttention.window_attention`; same parameters."""
+
+    def window_plan(self, batch: int, height: int, width: int, device) -> dict:
+        key = (batch, height, width, str(device))
+        return _cached(
+            self,
+            "plan",
+            key,
+            lambda: _window_plan(batch, height, width, self.window_size, self.shift_size, device),
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        input_dimensions: tuple[int, int],
+        output_attentions: bool | None = False,
+    ) -> tuple[torch.Tensor, ...]:
+        if output_attentions:
+            return super().forward(hidden_states, input_dimensions, output_attentions=output_attentions)
+        height, width = input_dimensions
+        batch_size, _, channels = hidden_states.shape
+        tokens = self.window_size * self.window_size
+        plan = self.window_plan(batch_size, height, width, hidden_states.device)
+        flat = hidden_states.reshape(batch_size * height * width, channels)
+        windows = _Reindex.apply(flat, plan["gather"], plan["scatter"], plan["pad"], None).view(-1, tokens, channels)
+        attention = self.attention
+        context = attention.self.window_attention(windows, plan["groups"], plan["group_ids"], self.shift_size)
+        attention_output = attention.output(context, windows)
+        attention_output = _Reindex.apply(
+            attention_output.reshape(-1, channels), plan["scatter"], plan["gather"], None, plan["pad"]
+        )
+        attention_output = attention_output.view(batch_size, height * width, channels)
+
+        hidden_states = hidden_states + self.drop_path(self.layernorm_before(attention_output))
+        layer_output = self.output(self.intermediate(hidden_states))
+        layer_output = hidden_states + self.drop_path(self.layernorm_after(layer_output))
+        return (layer_output,)
