@@ -137,7 +137,7 @@ class MeSaConfig(PreTrainedConfig):
     pose_rotation_scale: float = 0.01
     pose_translation_scale: float = 0.1
     # encoder attention kernel
-    window_attention: str = "eager"
+    window_attention: str = "sdpa"
 
     def __post_init__(self, **kwargs):
         if self.backbone_config is None:

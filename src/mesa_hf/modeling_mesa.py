@@ -19,6 +19,7 @@ from transformers.backbone_utils import load_backbone
 from transformers.modeling_outputs import DepthEstimatorOutput, MaskedImageModelingOutput
 from transformers.utils import ModelOutput
 
+from .attention_mesa import set_window_attention
 from .configuration_mesa import MeSaConfig
 from .geometry import pose_vec_to_matrix, warp_frame
 from .losses import (
@@ -170,8 +171,7 @@ class MeSaPreTrainedModel(PreTrainedModel):
                 stage.downsample.norm.eps = eps
         # The reference encoder ends with a LayerNorm on the last stage; transformers' backbone returns raw stages.
         self.encoder_norm = nn.LayerNorm(config.stage_channels[-1], eps=config.backbone_config.layer_norm_eps)
-        if config.window_attention == "sdpa":
-            raise NotImplementedError("window_attention='sdpa' is not available yet; use 'eager'")
+        set_window_attention(self.backbone, config.window_attention)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
