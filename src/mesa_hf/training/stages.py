@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..configuration_mesa import PRESETS, MeSaConfig
@@ -343,6 +344,34 @@ def stack_collator(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
             raise ValueError(f"stack_collator: rows of `{key}` differ in shape {sorted(shapes)}; crop or resize them")
         batch[key] = torch.stack(values)
     return batch
+
+
+class SeededTransformDataset(torch.utils.data.Dataset):
+    """Rows of a raw dataset through a random training transform whose randomness depends only on
+    (seed, epoch, row index), not on the order rows are drawn in.
+
+    A resumed run (whose skipped batches are never drawn), DataLoader workers and an uninterrupted run therefore
+    see the same augmentations; MIM-Depth's "every 4th sample" CutDepth becomes every 4th row index. The training
+    loop calls `set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, dataset, transform, seed: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        row = self.dataset[index]
+        self.transform.rng = np.random.default_rng([self.seed, self.epoch, index])
+        if hasattr(self.transform, "count"):
+            self.transform.count = index
+        out = self.transform({key: [value] for key, value in row.items()})
+        return {key: values[0] for key, values in out.items()}
 
 
 def synthetic_dataset(kind: str, num_samples: int, image_size: Sequence[int], seed: int, cache_dir=None, **kwargs):
@@ -696,7 +725,7 @@ def run_stage(
         data_description = getattr(getattr(dataset, "info", None), "dataset_name", None) or "custom dataset"
     options = dict(spec.demo.get("transform", {})) if recipe == "demo" else {}
     options.update(transform_options or {})
-    train_dataset = dataset.with_transform(build_stage_transform(stage, config, image_size, seed=seed, **options))
+    train_dataset = SeededTransformDataset(dataset, build_stage_transform(stage, config, image_size, **options), seed)
 
     if args is None:
         args = training_arguments(
@@ -844,6 +873,7 @@ __all__ = [
     "PRETRAINING_ORDER",
     "STAGES",
     "HyperParameter",
+    "SeededTransformDataset",
     "StageResult",
     "StageSpec",
     "build_eval_transform",
