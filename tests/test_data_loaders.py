@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import h5py
@@ -115,7 +116,7 @@ def test_nyu_sync_bts_file_list(tmp_path):
     scene = tmp_path / "sync" / "basement_0001a"
     scene.mkdir(parents=True)
     for name in ("rgb/rgb_00050.jpg", "depth/sync_depth_00050.png"):
-        (scene / Path(name).name).symlink_to(DATA / "nyu_raw_sync3" / name)
+        shutil.copyfile(DATA / "nyu_raw_sync3" / name, scene / Path(name).name)
     lines = (DATA / "nyu_splits" / "nyudepthv2_train_files_with_gt.txt").read_text().splitlines()
     assert len(lines) == 24231
     chosen = [line for line in lines if line.startswith("/basement_0001a/rgb_00050.jpg ")]
@@ -158,12 +159,18 @@ def test_nyu_labelled_mat_and_splits(tmp_path):
     with h5py.File(tmp_path / "labeled.mat", "w") as f:  # MATLAB v7.3 layout as h5py sees it
         f["images"] = images.transpose(0, 3, 2, 1)  # (N, 3, W, H)
         f["depths"] = depths.transpose(0, 2, 1)  # (N, W, H)
+        names = [
+            f.create_dataset(f"#refs#/{i}", data=np.array([[ord(c)] for c in f"scene_{i}"], np.uint16))
+            for i in range(n)
+        ]
+        f["scenes"] = np.array([[d.ref for d in names]], dtype=h5py.ref_dtype)  # a MATLAB cell array of strings
     scipy.io.savemat(tmp_path / "splits.mat", {"trainNdxs": [[1], [3]], "testNdxs": [[2], [4]]})
     kwargs = {"splits_path": tmp_path / "splits.mat", "cache_dir": str(tmp_path / "c")}
     test = load_depth_dataset("nyu_mat", tmp_path / "labeled.mat", split="test", **kwargs)
     assert len(test) == 2
     np.testing.assert_array_equal(np.asarray(test[0]["image"]), images[1])  # 1-based index 2
     np.testing.assert_array_equal(np.asarray(test[1]["depth"]), depths[3])
+    assert [r["scene"] for r in test] == ["scene_1", "scene_3"]
     assert len(load_depth_dataset("nyu_mat", tmp_path / "labeled.mat", split="train", **kwargs)) == 2
 
 
@@ -255,3 +262,40 @@ def test_skip_invalid_counts_the_bad_samples(tmp_path, caplog):
     assert len(ds) == 2 and ds.skipped_invalid == 2
     assert "skipped 2 invalid of 4 samples" in caplog.text
     np.testing.assert_array_equal([np.asarray(d)[0, 0] for d in ds["depth"]], np.float32([2.0, 2.001]))
+
+
+def test_ibims1_core_mat_release(tmp_path):
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    depth = rng.uniform(1.0, 5.0, (6, 8))
+    mask_invalid, mask_transp = np.ones((6, 8), np.uint8), np.ones((6, 8), np.uint8)
+    mask_invalid[0, 0], mask_transp[1, 1] = 0, 0
+    calib = [[559.6, 0, 320.5], [0, 559.6, 240.5], [0, 0, 1]]
+    data = {"rgb": rgb, "depth": depth, "calib": calib, "mask_invalid": mask_invalid, "mask_transp": mask_transp}
+    scipy.io.savemat(tmp_path / "corridor_01.mat", {"data": data})
+    ds = load_depth_dataset("ibims1", tmp_path, cache_dir=str(tmp_path / "c"))
+    row = ds[0]
+    np.testing.assert_array_equal(np.asarray(row["image"]), rgb)
+    expected = depth.astype(np.float32)
+    expected[0, 0] = expected[1, 1] = 0.0
+    np.testing.assert_array_equal(np.asarray(row["depth"]), expected)
+    np.testing.assert_allclose(row["intrinsics"], calib, rtol=1e-6)
+    assert row["scene"] == "corridor_01"
+
+
+def test_parquet_glob(tmp_path):
+    for i in range(2):
+        table = Dataset.from_dict(
+            {"image": [PILImage.new("RGB", (4, 3))], "depth_map": [np.full((3, 4), 1.5 + i, np.float32)]},
+            features=Features({"image": Image(), "depth_map": Image()}),
+        )
+        table.to_parquet(tmp_path / f"train-{i}.parquet")
+    ds = load_depth_dataset("parquet", str(tmp_path / "train-*.parquet"), cache_dir=str(tmp_path / "c"))
+    assert len(ds) == 2 and np.asarray(ds[1]["depth"])[0, 0] == np.float32(2.5)
+
+
+def test_cache_follows_files_changed_in_place(tmp_path):
+    root = make_folder(tmp_path, n=2)
+    assert np.asarray(load_folder(root, tmp_path)[0]["depth"])[0, 0] == np.float32(2.0)
+    write_png16(root / "0_depth.png", np.full((6, 8), 3000))  # same path, new content
+    assert np.asarray(load_folder(root, tmp_path)[0]["depth"])[0, 0] == np.float32(3.0)

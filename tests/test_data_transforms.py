@@ -12,6 +12,7 @@ from mesa_hf.data.transforms import (
     IMAGENET_STD,
     DepthTransform,
     MaskedImageTransform,
+    apply_jitter,
     build_transform,
     crop_intrinsics,
     flip_intrinsics,
@@ -157,3 +158,20 @@ def test_video_transform_keeps_depth_intrinsics_and_poses_consistent(flip_prob):
         err_warped = np.abs(warped - target.reshape(-1, 3)[inside]).mean()
         err_identity = np.abs(source.reshape(-1, 3)[inside] - target.reshape(-1, 3)[inside]).mean()
         assert inside.mean() > 0.5 and err_warped < 0.5 * err_identity, (err_warped, err_identity)
+
+
+def test_jitter_operations():
+    red, grey = np.array([[[255, 0, 0]]], np.uint8), np.array([[[128, 128, 128]]], np.uint8)
+    np.testing.assert_array_equal(apply_jitter(red, {"hue": 1 / 3, "saturation": 0.0, "value": 0.0}), [[[0, 255, 0]]])
+    np.testing.assert_array_equal(apply_jitter(grey, {"contrast": 1.0, "brightness": 0.1}), [[[154, 154, 154]]])
+    np.testing.assert_array_equal(apply_jitter(grey, {"gamma": 2.0}), [[[64, 64, 64]]])  # (128/255)^2 * 255
+    np.testing.assert_array_equal(apply_jitter(grey, {"contrast": 1.5, "brightness": 0.0}), [[[192, 192, 192]]])
+
+
+def test_streaming_dataset_with_a_stage_transform():
+    stream = synthetic_depth_dataset(3, 16, 24, seed=0, streaming=True)
+    mapped = stream.map(
+        build_transform("supervised", crop_size=(8, 8), seed=0), batched=True, remove_columns=stream.column_names
+    )
+    rows = list(mapped)
+    assert len(rows) == 3 and rows[0]["pixel_values"].shape == (3, 8, 8) and rows[0]["labels"].shape == (8, 8)

@@ -162,6 +162,12 @@ class MeSaPreTrainedModel(PreTrainedModel):
 
     def _build_encoder(self, config: MeSaConfig) -> None:
         self.backbone = load_backbone(config)
+        # transformers builds these two norms with nn.LayerNorm's default eps; use the configured one (MIM-Depth: 1e-6)
+        eps = config.backbone_config.layer_norm_eps
+        self.backbone.embeddings.norm.eps = eps
+        for stage in self.backbone.encoder.layers:
+            if stage.downsample is not None:
+                stage.downsample.norm.eps = eps
         # The reference encoder ends with a LayerNorm on the last stage; transformers' backbone returns raw stages.
         self.encoder_norm = nn.LayerNorm(config.stage_channels[-1], eps=config.backbone_config.layer_norm_eps)
         if config.window_attention == "sdpa":
@@ -188,6 +194,16 @@ class MeSaPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.num_batches_tracked)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
+
+    def _output_flags(
+        self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None
+    ) -> tuple[bool, bool]:
+        """Resolve `output_hidden_states` and `return_dict` against the config; attention maps are not returned."""
+        if output_attentions:
+            raise ValueError(f"{type(self).__name__} does not return attention maps")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return bool(output_hidden_states), self.config.return_dict if return_dict is None else return_dict
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         channels = self.config.backbone_config.num_channels
@@ -280,12 +296,7 @@ class MeSaForDepthEstimation(MeSaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> DepthEstimatorOutput | tuple:
-        if output_attentions:
-            raise ValueError("MeSaForDepthEstimation does not return attention maps")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        output_hidden_states, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         self._check_pixel_values(pixel_values)
         height, width = pixel_values.shape[-2:]
         stage_features, hidden_states = self.encode(
@@ -341,12 +352,7 @@ class MeSaForMaskedImageModeling(MeSaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> MaskedImageModelingOutput | tuple:
-        if output_attentions:
-            raise ValueError("MeSaForMaskedImageModeling does not return attention maps")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        output_hidden_states, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         self._check_pixel_values(pixel_values)
         batch, _, height, width = pixel_values.shape
         multiple = math.lcm(self.config.mask_patch_size, self.config.encoder_stride)
@@ -517,9 +523,9 @@ class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> MeSaSelfSupervisedOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, return_dict = self._output_flags(None, output_hidden_states, return_dict)
         self._check_pixel_values(pixel_values)
-        stage_features, hidden_states = self.encode(pixel_values, output_hidden_states=bool(output_hidden_states))
+        stage_features, hidden_states = self.encode(pixel_values, output_hidden_states=output_hidden_states)
         hidden, intermediate = self.decoder(stage_features, return_intermediate=True)
         depth = self.depth_head(hidden)
         if source_pixel_values is None and target_image is None:  # depth only (inference)

@@ -6,8 +6,8 @@ Every loader (real formats and the synthetic world) returns rows with exactly th
 ``depth`` kind (supervised stage, fine-tuning, evaluation)
     - ``image``: RGB image (``datasets.Image()``; the source file's bytes are stored unchanged).
     - ``depth``: float32 depth in **metres**, ``0`` = no ground truth, same size as ``image``. Stored losslessly
-      as a ``datasets.Image()`` float TIFF (PIL mode ``"F"``); ``np.asarray(row["depth"])`` gives the exact
-      float32 array back.
+      as a ``datasets.Image()`` float TIFF (PIL mode ``"F"``, deflate-compressed by the real-data loaders);
+      ``np.asarray(row["depth"])`` gives the exact float32 array back.
     - ``intrinsics``: 3×3 pinhole matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` in pixels of ``image``
       (nested float32 lists), or ``None`` where unknown. Pixel centres are at integer coordinates, so a
       horizontal flip maps ``cx`` to ``W - 1 - cx``.
@@ -30,8 +30,11 @@ Every loader (real formats and the synthetic world) returns rows with exactly th
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from datasets import Features, Image, List, Value
+from PIL import Image as PILImage
 
 IMAGE = "image"
 DEPTH = "depth"
@@ -67,6 +70,22 @@ VIDEO_FEATURES = Features(
 )
 
 IMAGE_FEATURES = Features({IMAGE: Image()})
+
+
+DEPTH_TIFF_COMPRESSION = "tiff_deflate"
+"""Lossless compression of the float TIFFs that real-data loaders store (about 4x smaller than raw float32 for
+NYUv2 depth, ~5-10 ms to decode a 640×480 map)."""
+
+
+def encode_depth(depth: np.ndarray, compression: str | None = DEPTH_TIFF_COMPRESSION) -> dict:
+    """A float32 (H, W) depth map in metres as a ``datasets.Image()`` value: a lossless float TIFF (mode ``"F"``)."""
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be a 2-D map, got shape {depth.shape}")
+    buffer = io.BytesIO()
+    options = {"compression": compression} if compression else {}
+    PILImage.fromarray(depth, mode="F").save(buffer, format="TIFF", **options)
+    return {"bytes": buffer.getvalue(), "path": None}
 
 
 def features_for(kind: str) -> Features:

@@ -10,6 +10,7 @@ file, or with ``skip_invalid=True`` is skipped, logged, and counted in the retur
 from __future__ import annotations
 
 import csv
+import glob
 import io
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from datasets import Image as ImageFeature
 from datasets.exceptions import DatasetGenerationError
 from PIL import Image
 
-from .columns import DEPTH_FEATURES, IMAGE_FEATURES, intrinsics_matrix
+from .columns import DEPTH_FEATURES, IMAGE_FEATURES, encode_depth, intrinsics_matrix
 from .decoders import decode_depth, read_image_file
 from .validation import (
     DEFAULT_MAX_MEDIAN_DEPTH,
@@ -82,7 +83,7 @@ def _depth_row_from_files(record: dict, max_median_depth: float | None) -> dict:
     check_depth(depth, str(record["depth"]), max_median_depth)
     return {
         "image": {"bytes": image_bytes, "path": str(record["image"])},
-        "depth": depth,
+        "depth": encode_depth(depth),
         "intrinsics": record.get("intrinsics"),
         "scene": record.get("scene") or "",
     }
@@ -109,7 +110,17 @@ def _depth_row_from_arrays(
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     image_value = {"bytes": buffer.getvalue(), "path": None}
-    return {"image": image_value, "depth": depth, "intrinsics": intrinsics, "scene": scene}
+    return {"image": image_value, "depth": encode_depth(depth), "intrinsics": intrinsics, "scene": scene}
+
+
+def file_stamp(path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file, or None if it is missing: part of the rows' cache fingerprint, so that a file
+    changed in place rebuilds the cached dataset."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _records(pairs: Sequence[tuple[Path, Path]], depth_format: str, depth_scale, intrinsics, scenes=None) -> list[dict]:
@@ -122,6 +133,7 @@ def _records(pairs: Sequence[tuple[Path, Path]], depth_format: str, depth_scale,
             "depth_scale": depth_scale,
             "intrinsics": k,
             "scene": "" if scenes is None else scenes[i],
+            "stamp": (file_stamp(image), file_stamp(depth)),
         }
         for i, (image, depth) in enumerate(pairs)
     ]
@@ -194,7 +206,7 @@ def _read_mat_scenes(handle, n: int) -> list[str]:
         return [""] * n
 
 
-def _nyu_mat_rows(mat_path: str, indices: list[int], skip_invalid: bool, max_median_depth, name: str):
+def _nyu_mat_rows(mat_path: str, indices: list[int], skip_invalid: bool, max_median_depth, name: str, stamp=None):
     import h5py
 
     skipper = SampleSkipper(skip_invalid, name)
@@ -246,6 +258,32 @@ def _nyu_mat_indices(mat_path: Path, splits_path: str | Path | None, split: str 
     if indices and (min(indices) < 0 or max(indices) >= n):
         raise ValueError(f"{splits_path}: {key} indexes beyond the {n} samples of {mat_path}")
     return indices
+
+
+def _ibims1_mat_row(mat_path: str, max_median_depth) -> dict:
+    import scipy.io
+
+    try:
+        data = scipy.io.loadmat(mat_path, squeeze_me=False)["data"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{mat_path}: not an iBims-1 .mat file with a 'data' struct ({err})") from err
+    fields = data.dtype.names or ()
+    if "rgb" not in fields or "depth" not in fields:
+        raise ValueError(f"{mat_path}: the 'data' struct needs fields 'rgb' and 'depth', has {fields}")
+    calib = np.asarray(data["calib"][0, 0], dtype=np.float32).tolist() if "calib" in fields else None
+    image, depth = np.asarray(data["rgb"][0, 0]), np.asarray(data["depth"][0, 0], dtype=np.float32)
+    for mask in ("mask_invalid", "mask_transp"):  # 1 = valid, as in the official evaluation script
+        if mask in fields:
+            depth = depth * (np.asarray(data[mask][0, 0]) != 0)
+    return _depth_row_from_arrays(image, depth, mat_path, max_median_depth, calib, Path(mat_path).stem)
+
+
+def _ibims1_mat_rows(mat_paths: list[str], skip_invalid: bool, max_median_depth, name: str, stamps=None):
+    skipper = SampleSkipper(skip_invalid, name)
+    for mat_path in mat_paths:
+        row = skipper.run(_ibims1_mat_row, mat_path, max_median_depth)
+        if row is not None:
+            yield row
 
 
 def _decode_depth_image(value: dict, source: str, depth_scale: float | None) -> np.ndarray:
@@ -311,8 +349,10 @@ def load_depth_dataset(
             ``nyudepthv2_{train,test}_files_with_gt.txt``) or by scanning ``path``;
             ``"nyu_mat"`` the official ``nyu_depth_v2_labeled.mat`` with ``splits_path``
             (``splits.mat``, 795 train / 654 test); ``"parquet"`` local parquet file(s) in the Hub NYUv2 layout
-            (``image``, ``depth_map``); ``"hub"`` a Hub dataset id in that layout; ``"ibims1"`` ``rgb/*.png`` +
-            ``depth/*.npy`` (metres) or ``depth/*.png`` (iBims-1 raw, ×50/65535); ``"folder"`` images and depth
+            (``image``, ``depth_map``); ``"hub"`` a Hub dataset id in that layout; ``"ibims1"`` the iBims-1 core
+            release's ``*.mat`` files (struct ``data`` with ``rgb``, ``depth`` [m], ``calib`` 3×3; ``mask_invalid``
+            and ``mask_transp`` zero the depth as in the official evaluation) or ``rgb/*.png`` +
+            ``depth/*.npy`` (metres) / ``depth/*.png`` (×50/65535); ``"folder"`` images and depth
             files matched by ``image_pattern``/``depth_pattern`` (paired in sorted order); ``"csv"`` a CSV file with
             ``image_path``, ``depth_path`` (relative to the CSV) and optional ``scene`` columns.
         path: root folder, .mat file, parquet file/glob, Hub id or CSV file.
@@ -333,12 +373,12 @@ def load_depth_dataset(
 
     if format == "nyu_mat":
         indices = _nyu_mat_indices(path, splits_path, split)
-        kwargs = {"mat_path": str(path), "indices": indices, **common}
+        kwargs = {"mat_path": str(path), "indices": indices, "stamp": file_stamp(path), **common}
         return build_dataset(_nyu_mat_rows, kwargs, num_candidates=len(indices), **build)
 
     if format in ("parquet", "hub"):
         if format == "parquet":
-            files = [str(p) for p in sorted(Path().glob(str(path)))] if not Path(path).exists() else [str(path)]
+            files = [str(path)] if Path(path).exists() else sorted(glob.glob(str(path)))
             if not files:
                 raise FileNotFoundError(f"{path}: no parquet file found")
             load_kwargs = {"path": "parquet", "data_files": files, "split": "train"}
@@ -366,6 +406,10 @@ def load_depth_dataset(
         pairs, scenes = _nyu_sync_pairs(path, file_list)
         depth_format = depth_format or "nyu"
         intrinsics = NYU_INTRINSICS if intrinsics is None else intrinsics
+    elif format == "ibims1" and any(path.glob("*.mat")):
+        mats = sorted(str(p) for p in path.glob("*.mat"))
+        kwargs = {"mat_paths": mats, "stamps": [file_stamp(m) for m in mats], **common}
+        return build_dataset(_ibims1_mat_rows, kwargs, num_candidates=len(mats), **build)
     elif format == "ibims1":
         images = sorted(p for p in (path / "rgb").glob("*.png"))
         pairs = []

@@ -125,27 +125,6 @@ def to_unit(image: np.ndarray) -> torch.Tensor:
 # ---------------------------------------------------------------- photometric operations (image only)
 
 
-def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = rgb.max(-1)
-    c = v - rgb.min(-1)
-    s = np.where(v > 0, c / np.maximum(v, 1e-12), 0.0)
-    safe = np.maximum(c, 1e-12)
-    h = np.where(v == r, (g - b) / safe, np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
-    h = np.where(c > 0, (h / 6.0) % 1.0, 0.0)
-    return np.stack([h, s, v], -1)
-
-
-def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    i = np.floor(h * 6.0)
-    f = h * 6.0 - i
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    i = i.astype(np.int64) % 6
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    return np.stack([np.choose(i, [c[ch] for c in choices]) for ch in range(3)], -1)
-
-
 def sample_jitter(
     rng: np.random.Generator,
     brightness: float = 0.2,
@@ -173,21 +152,28 @@ def sample_jitter(
 
 
 def apply_jitter(image: np.ndarray, params: dict) -> np.ndarray:
-    """Apply :func:`sample_jitter` parameters to a uint8 RGB image (returns uint8)."""
+    """Apply :func:`sample_jitter` parameters to a uint8 RGB image (returns uint8).
+
+    Brightness/contrast and gamma act through one 256-entry lookup table; hue/saturation/value shifts are done in
+    PIL's 8-bit HSV space (hue wraps around the colour circle)."""
     if not params:
         return image
-    x = image.astype(np.float32) / 255.0
-    if "contrast" in params:
-        x = np.clip(x * params["contrast"] + params["brightness"], 0.0, 1.0)
-    if "gamma" in params:
-        x = np.power(x, params["gamma"])
+    if "contrast" in params or "gamma" in params:
+        x = np.arange(256, dtype=np.float64) / 255.0
+        if "contrast" in params:
+            x = np.clip(x * params["contrast"] + params["brightness"], 0.0, 1.0)
+        if "gamma" in params:
+            x = np.power(x, params["gamma"])
+        lut = (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        image = np.take(lut, image)
     if "hue" in params:
-        hsv = _rgb_to_hsv(x)
-        hsv[..., 0] = (hsv[..., 0] + params["hue"]) % 1.0
-        hsv[..., 1] = np.clip(hsv[..., 1] + params["saturation"], 0.0, 1.0)
-        hsv[..., 2] = np.clip(hsv[..., 2] + params["value"], 0.0, 1.0)
-        x = _hsv_to_rgb(hsv)
-    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        hsv = np.asarray(Image.fromarray(np.ascontiguousarray(image)).convert("HSV"), dtype=np.int16)
+        hue = (hsv[..., 0] + round(params["hue"] * 256)) % 256
+        sat = np.clip(hsv[..., 1] + round(params["saturation"] * 255), 0, 255)
+        val = np.clip(hsv[..., 2] + round(params["value"] * 255), 0, 255)
+        hsv = np.stack([hue, sat, val], axis=-1).astype(np.uint8)
+        image = np.asarray(Image.fromarray(hsv, mode="HSV").convert("RGB"))
+    return image
 
 
 def cut_depth(

@@ -1,0 +1,142 @@
+"""Data-layer speed: the synthetic world's frames/s and each stage transform's samples/s, on one CPU core.
+
+Run: ``PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/data.py [--frames 60]``.
+Rates are per CPU-second of the benchmark process (wall-clock rates beside them), so that other jobs sharing the
+machine do not distort them. Ratios are against peers measured in the same run: the 50 frames/s target and
+decoding one real RGB-D pair from disk (a 640×480 NYUv2 PNG + 16-bit depth PNG) for the renderer; the plain
+``eval`` transform (normalisation only) for the augmenting transforms. With ``shared/data`` beside the repository
+it also prints the ground-truth warp check on 7-Scenes and TUM (Monodepth2 photometric error of the GT-warped vs
+the unwarped source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from mesa_hf.data.decoders import decode_depth, read_image_file
+from mesa_hf.data.synthetic import (
+    Trajectory,
+    default_intrinsics,
+    make_room,
+    render,
+    synthetic_clip,
+    synthetic_view,
+    texture_bank,
+)
+from mesa_hf.data.transforms import build_transform
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def rate(fn, n: int) -> float:
+    """Calls per CPU-second of this process for fn() over n calls (after one warm-up call). CPU time, not wall
+    time, so that other jobs sharing the machine do not count (wall-clock rates are printed beside it)."""
+    fn()
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        fn()
+    rate.wall = n / (time.perf_counter() - start)
+    return n / (time.process_time() - cpu)
+
+
+def bench_renderer(frames: int) -> None:
+    height, width = 240, 320
+    texture_bank()  # built once per process
+    rooms = [make_room(np.random.default_rng([0, r])) for r in range(4)]
+    trajectories = [Trajectory.random(room, np.random.default_rng([0, r, 1])) for r, room in enumerate(rooms)]
+    k = default_intrinsics(height, width)
+    counter = iter(range(10**9))
+
+    def one_frame():
+        i = next(counter)
+        render(rooms[i % 4], trajectories[i % 4].pose(i), k, height, width)
+
+    fps = rate(one_frame, frames)
+    wall = rate.wall
+    full = rate(lambda: synthetic_view(0, next(counter), height, width), max(frames // 2, 10))
+    print(
+        f"synthetic world, render only, {height}x{width}: {fps:7.1f} frames/s (wall-clock {wall:.1f}; "
+        f"{fps / 50:.2f}x the 50 frames/s target)"
+    )
+    print(f"synthetic world, new room + trajectory + render: {full:7.1f} frames/s (wall-clock {rate.wall:.1f})")
+    if (DATA / "nyu_test10").is_dir():
+        image, depth = DATA / "nyu_test10" / "image_0.png", DATA / "nyu_test10" / "depth_0.png"
+
+        def decode_pair():  # what the loaders do per sample: decode-check the image, decode the depth
+            read_image_file(image)
+            decode_depth(depth, "nyu")
+
+        peer = rate(decode_pair, 20)
+        print(f"peer: read + decode a real 640x480 NYUv2 RGB-D pair: {peer:7.1f} pairs/s ({fps / peer:.2f}x)")
+
+
+def bench_transforms(samples: int) -> None:
+    image, depth, k, _, _ = synthetic_view(0, 0, 480, 640)
+    clip = synthetic_clip(0, 0, 480, 640, frame_offsets=(-1, 1))
+    eval_t = build_transform("eval")
+    base = rate(lambda: eval_t.sample(image, depth, k), samples)
+    print(f"eval transform (normalise only, 480x640):            {base:7.1f} samples/s  (peer, 1.00x)")
+    sup = build_transform("supervised", crop_size=(480, 480), seed=0)
+    r = rate(lambda: sup.sample(image, depth, k), samples)
+    print(f"supervised transform (CutDepth/flip/crop 480/jitter): {r:7.1f} samples/s  ({r / base:.2f}x eval)")
+    geo = build_transform("geometric", size=(192, 256), seed=0)
+    r = rate(lambda: geo.sample(clip["images"][0], clip["images"][1:], clip["intrinsics"], clip["poses"]), samples)
+    print(f"geometric transform (3 frames 480x640 -> 192x256):    {r:7.1f} samples/s  ({r / base:.2f}x eval)")
+    mim = build_transform("masked", seed=0)
+    r = rate(lambda: mim.sample(image), samples)
+    print(f"masked transform (SimMIM crop 192 + mask):            {r:7.1f} samples/s  ({r / base:.2f}x eval)")
+
+
+def warp_check() -> None:
+    if not DATA.is_dir():
+        print(f"(no {DATA}: skipping the real-video warp check)")
+        return
+    from mesa_hf.data import load_video_dataset
+    from mesa_hf.geometry import warp_frame
+    from mesa_hf.losses import photometric_error
+
+    cases = [("7scenes", "7scenes_redkitchen60", (-10, 10)), ("tum", "tum_fr1xyz_pairs", (-1,))]
+    for fmt, folder, offsets in cases:
+        ds = load_video_dataset(fmt, DATA / folder, frame_offsets=offsets)
+        batch = ds.with_transform(build_transform("geometric", train=False))[: len(ds)]
+        target = torch.stack(batch["target_image"])
+        depth = torch.stack(batch["labels"])[:, None]
+        for s in range(len(offsets)):
+            source = torch.stack(batch["source_images"])[:, s]
+            pose = torch.stack(batch["poses"])[:, s]
+            warped, valid = warp_frame(source, depth, pose, torch.stack(batch["intrinsics"]))
+            valid = valid & (depth > 0)
+            e_w = photometric_error(warped, target)[valid].mean().item()
+            e_i = photometric_error(source, target)[valid].mean().item()
+            print(
+                f"GT warp, {folder}, source offset {offsets[s]:+d} ({len(ds)} clips): photometric error "
+                f"{e_w:.4f} warped vs {e_i:.4f} unwarped ({e_w / e_i:.2f}x)"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--no-warp", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, 1 thread used")
+    bench_renderer(args.frames)
+    bench_transforms(args.samples)
+    if not args.no_warp:
+        warp_check()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The ``mesa-hf`` command line: ``mesa-hf evaluate | cka | predict`` (thin wrappers over library functions).
+
+New subcommands register themselves in :data:`SUBCOMMANDS` with :func:`register_subcommand` (a name, a one-line
+help, a function adding its arguments to an ``argparse`` parser and a function running it), e.g. a later
+``convert`` or ``train``::
+
+    register_subcommand("convert", "convert a MIM-Depth checkpoint", add_convert_arguments, run_convert)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def register_subcommand(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """Add (or replace) a ``mesa-hf <name>`` subcommand."""
+    SUBCOMMANDS[name] = Subcommand(help, add_arguments, run)
+
+
+# ------------------------------------------------------------------------------------------------ shared options
+
+
+def _add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_tta_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flip", action="store_true", help="TTA: average with the horizontally flipped prediction")
+    parser.add_argument(
+        "--sliding-window",
+        action="store_true",
+        help="TTA: MIM-Depth's two overlapping full-height windows, overlap averaged",
+    )
+    parser.add_argument("--window-size", type=int, default=None, help="sliding window width (default: input height)")
+
+
+def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="autocast precision; Swin-V2's cosine attention stays fp32",
+    )
+
+
+def _tta(args: argparse.Namespace):
+    from mesa_hf.evaluation import TestTimeAugmentation
+
+    return TestTimeAugmentation(flip=args.flip, sliding_window=args.sliding_window, window_size=args.window_size)
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from mesa_hf.evaluation import PROTOCOLS
+
+    parser.add_argument("checkpoint", help="checkpoint folder (save_pretrained output)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder: image/depth pairs (CSV image_path,depth_path; rgb/ + depth/; image_*/depth_*) "
+        "or a datasets save_to_disk folder with image/depth columns",
+    )
+    parser.add_argument(
+        "--data-format",
+        default="auto",
+        help="'auto' (folder of pairs or save_to_disk folder) or a mesa_hf.data.load_depth_dataset format: "
+        "nyu_mat (+ --splits-path --split test: the official 654 NYUv2 test images), nyu_sync, ibims1, csv, ...",
+    )
+    parser.add_argument("--split", default=None, help="split for nyu_mat / parquet / DatasetDict folders")
+    parser.add_argument("--splits-path", default=None, help="splits.mat for --data-format nyu_mat")
+    parser.add_argument("--file-list", default=None, help="BTS file list for --data-format nyu_sync")
+    parser.add_argument("--depth-format", default=None, help="depth file format for --data-format folder/csv")
+    parser.add_argument("--protocol", default="nyuv2", choices=sorted(PROTOCOLS), help="evaluation protocol")
+    parser.add_argument("--median-scaling", action="store_true", help="per-image median scaling (self-supervised)")
+    parser.add_argument("--depth-scale", type=float, default=0.001, help="metres per unit of 16-bit depth PNGs")
+    parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples")
+    parser.add_argument("--output-json", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument(
+        "--write-model-card",
+        action="store_true",
+        help="write the result as model-index metadata into <checkpoint>/README.md",
+    )
+    parser.add_argument("--dataset-name", default=None, help="dataset name for the model card (default by protocol)")
+    _add_tta_arguments(parser)
+    _add_dtype_argument(parser)
+    _add_runtime_arguments(parser, batch_size=1)
+
+
+_MODEL_CARD_DATASETS = {
+    "nyuv2": ("NYU Depth V2", "nyu_depth_v2"),
+    "ibims1": ("iBims-1", "ibims1"),
+    "kitti": ("KITTI Eigen split", "kitti"),
+}
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from mesa_hf.evaluation import get_protocol
+    from mesa_hf.evaluation.evaluator import evaluate_model, write_model_card_results
+    from mesa_hf.evaluation.folder import open_depth_dataset
+    from mesa_hf.evaluation.inference import load_checkpoint
+
+    model, processor = load_checkpoint(args.checkpoint)
+    dataset = open_depth_dataset(
+        args.data,
+        data_format=args.data_format,
+        depth_scale=args.depth_scale,
+        depth_format=args.depth_format,
+        split=args.split,
+        splits_path=args.splits_path,
+        file_list=args.file_list,
+    )
+    protocol = get_protocol(args.protocol, **({"median_scaling": True} if args.median_scaling else {}))
+    result = evaluate_model(
+        model,
+        dataset,
+        protocol=protocol,
+        tta=_tta(args),
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        image_processor=processor,
+        max_samples=args.max_samples,
+        progress=not args.no_progress,
+    )
+    print(result.format_table())
+    summary = result.to_dict()
+    summary["checkpoint"] = str(args.checkpoint)
+    summary["data"] = str(args.data)
+    if args.output_json:
+        args.output_json.parent.mkdir(parents=True, exist_ok=True)
+        args.output_json.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.output_json}")
+    else:
+        print(json.dumps({k: summary[k] for k in ("description", "metrics")}))
+    if args.write_model_card:
+        name, kind = _MODEL_CARD_DATASETS.get(protocol.name, (protocol.name, protocol.name))
+        readme = write_model_card_results(
+            args.checkpoint, result, dataset_name=args.dataset_name or name, dataset_type=kind
+        )
+        print(f"wrote model-index results to {readme}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ cka
+
+
+def add_cka_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        help="reference checkpoint A then one or more checkpoints B compared with it (one curve per pair)",
+    )
+    parser.add_argument("--images", required=True, nargs="+", help="image files, folders or lists")
+    parser.add_argument("--output-dir", type=Path, required=True, help="writes cka.csv and cka.png here")
+    parser.add_argument("--labels", nargs="+", default=None, help="names of the checkpoints (default: folder names)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
+    parser.add_argument("--pool", choices=["flatten", "mean"], default="flatten", help="per-image feature pooling")
+    parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    _add_runtime_arguments(parser, batch_size=8)
+
+
+def run_cka(args: argparse.Namespace) -> int:
+    from mesa_hf.analysis import plot_cka_figure, write_cka_csv
+    from mesa_hf.analysis.layerwise import layerwise_cka
+    from mesa_hf.evaluation.inference import load_checkpoint
+    from mesa_hf.evaluation.predict import collect_inputs
+
+    if len(args.checkpoints) < 2:
+        raise ValueError("mesa-hf cka needs at least two checkpoints (reference and one to compare)")
+    labels = args.labels or [Path(c).name for c in args.checkpoints]
+    if len(labels) != len(args.checkpoints):
+        raise ValueError(f"--labels gives {len(labels)} names for {len(args.checkpoints)} checkpoints")
+    frames = collect_inputs(args.images)[: args.max_images]
+    images = [frame.load() for frame in frames]
+    reference, processor = load_checkpoint(args.checkpoints[0])
+    others = {f"{labels[0]} vs {label}": load_checkpoint(c)[0] for label, c in zip(labels[1:], args.checkpoints[1:])}
+    matrices, names = layerwise_cka(
+        reference,
+        others,
+        images,
+        processor,
+        batch_size=args.batch_size,
+        input_size=tuple(args.input_size),
+        pool=args.pool,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    csv_path = write_cka_csv(args.output_dir / "cka.csv", matrices, names)
+    title = f"Layer-wise linear CKA (minibatch, unbiased HSIC), {len(images)} images, {args.pool} features"
+    png_path = plot_cka_figure(args.output_dir / "cka.png", matrices, names, title=title)
+    for label, matrix in matrices.items():
+        diagonal = ", ".join(f"{n}={v:.3f}" for n, v in zip(names, matrix.diagonal()))
+        print(f"{label}: {diagonal}")
+    print(f"wrote {csv_path} and {png_path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from mesa_hf.evaluation.predict import OUTPUT_KINDS
+
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files, folders (e.g. video frames), image lists (.txt) or animated GIF/TIFF",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument(
+        "--intrinsics",
+        type=float,
+        nargs=4,
+        default=None,
+        metavar=("FX", "FY", "CX", "CY"),
+        help="pinhole intrinsics in pixels of the input images (default: NYUv2 Kinect scaled to each image)",
+    )
+    parser.add_argument("--outputs", nargs="+", choices=OUTPUT_KINDS, default=list(OUTPUT_KINDS))
+    parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the colour PNG")
+    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    _add_tta_arguments(parser)
+    _add_dtype_argument(parser)
+    _add_runtime_arguments(parser, batch_size=4)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mesa_hf.evaluation.inference import load_checkpoint
+    from mesa_hf.evaluation.io import Intrinsics
+    from mesa_hf.evaluation.predict import predict_to_files
+
+    intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
+    model, processor = load_checkpoint(args.checkpoint)
+    records = predict_to_files(
+        model,
+        args.inputs,
+        args.output_dir,
+        image_processor=processor,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        tta=_tta(args),
+        intrinsics=intrinsics,
+        outputs=args.outputs,
+        cmap=args.cmap,
+        input_size=tuple(args.input_size) if args.input_size else None,
+        progress=not args.no_progress,
+    )
+    intrinsics_used = sorted({r["intrinsics"] for r in records})
+    print(f"predicted {len(records)} images (dtype {args.dtype}, TTA {_tta(args).describe()}) into {args.output_dir}")
+    print("depth PNG: uint16 millimetres (depth_scale text chunk '0.001 m per unit'; 0 = no depth); .npy: float32 m")
+    if "ply" in args.outputs:
+        for line in intrinsics_used:
+            print(f"point-cloud intrinsics: {line}")
+    (args.output_dir / "predictions.json").write_text(json.dumps(records, indent=2) + "\n")
+    return 0
+
+
+register_subcommand(
+    "evaluate", "score a checkpoint on a depth dataset under a protocol", add_evaluate_arguments, run_evaluate
+)
+register_subcommand("cka", "layer-wise CKA between checkpoints (CSV + PNG)", add_cka_arguments, run_cka)
+register_subcommand(
+    "predict", "depth maps, colour maps and point clouds for images", add_predict_arguments, run_predict
+)
+
+from mesa_hf.convert import add_convert_arguments, run_convert  # noqa: E402
+
+register_subcommand(
+    "convert", "convert a SimMIM Swin-V2 or MIM-Depth checkpoint to MeSa", add_convert_arguments, run_convert
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesa-hf", description="MeSa monocular depth models (Hugging Face).")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mesa-hf`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"mesa-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

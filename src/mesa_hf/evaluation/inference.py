@@ -1,0 +1,201 @@
+"""Batched depth inference around a MeSa model: device, precision (autocast), test-time augmentation.
+
+The model is any ``transformers`` depth model whose ``forward(pixel_values)`` returns an output with
+``predicted_depth`` (B, H, W) in metres at the input size (``MeSaForDepthEstimation``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .tta import TestTimeAugmentation
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto" -> cuda if available, else mps, else cpu; errors name the unavailable device."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"unsupported dtype {dtype}; choose one of {sorted(DTYPES)}")
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
+
+
+def _is_cosine_attention(module: torch.nn.Module) -> bool:
+    # transformers' Swinv2SelfAttention holds the learned cosine-attention temperature `logit_scale`.
+    return hasattr(module, "logit_scale") and "Attention" in type(module).__name__
+
+
+@contextlib.contextmanager
+def fp32_cosine_attention(model: torch.nn.Module, device_type: str) -> Iterator[int]:
+    """Run every Swin-V2 cosine self-attention in fp32 (autocast off inside) while the context is open.
+
+    Low precision in ``normalize(q) @ normalize(k)ᵀ * exp(logit_scale)`` is what hurts Swin-V2 most; the rest of
+    the network stays under autocast. Yields the number of modules patched.
+    """
+    patched = []
+    for module in model.modules():
+        if not _is_cosine_attention(module):
+            continue
+        original = module.forward
+
+        @functools.wraps(original)
+        def forward(*args, _original=original, **kwargs):
+            args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+            kwargs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()}
+            with torch.autocast(device_type=device_type, enabled=False):
+                return _original(*args, **kwargs)
+
+        module.forward = forward
+        patched.append(module)
+    try:
+        yield len(patched)
+    finally:
+        for module in patched:
+            del module.forward  # back to the class's forward
+
+
+def precision_context(
+    model: torch.nn.Module, device: torch.device, dtype: torch.dtype, fp32_attention: bool = True
+) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` (no-op for fp32), optionally with the cosine attention kept in fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
+    if fp32_attention:
+        stack.enter_context(fp32_cosine_attention(model, device.type))
+    return stack
+
+
+class DepthPredictor:
+    """Callable ``pixel_values (B, 3, H, W) -> depth (B, H, W)`` float32 metres, with TTA and precision.
+
+    Args:
+        model: depth model (put in eval mode and moved to ``device`` here).
+        device: torch device or name (``None`` = best available).
+        dtype: "fp32", "bf16" or "fp16" (autocast; weights stay fp32).
+        tta: test-time augmentation applied around the model.
+        fp32_attention: keep Swin-V2's cosine attention in fp32 under bf16/fp16.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = "fp32",
+        tta: TestTimeAugmentation | None = None,
+        fp32_attention: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.tta = tta or TestTimeAugmentation()
+        self.fp32_attention = fp32_attention
+        self.model = model.to(self.device).eval()
+
+    def _forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(pixel_values=pixel_values)
+        depth = outputs["predicted_depth"] if isinstance(outputs, dict) else outputs.predicted_depth
+        return depth.float()
+
+    @torch.inference_mode()
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(self.device, dtype=torch.float32)
+        with precision_context(self.model, self.device, self.dtype, self.fp32_attention):
+            return self.tta.wrap(self._forward)(pixel_values).float()
+
+
+def resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize (H, W) or (B, H, W) depth to ``size`` (keeps values within the input range)."""
+    if tuple(depth.shape[-2:]) == tuple(size):
+        return depth
+    squeeze = depth.ndim == 2
+    x = depth[None, None] if squeeze else depth[:, None]
+    x = F.interpolate(x.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return x[0, 0] if squeeze else x[:, 0]
+
+
+def preprocess_images(
+    image_processor: Any, images: Sequence[Any], input_size: tuple[int, int] | None = None
+) -> list[torch.Tensor]:
+    """Each image through the processor separately -> list of (3, h, w) tensors (sizes may differ)."""
+    kwargs: dict[str, Any] = {"return_tensors": "pt"}
+    if input_size is not None:
+        kwargs["size"] = {"height": int(input_size[0]), "width": int(input_size[1])}
+    return [image_processor(images=image, **kwargs)["pixel_values"][0] for image in images]
+
+
+def batches_of_equal_shape(
+    tensors: Sequence[torch.Tensor], batch_size: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Group consecutive tensors of the same shape into stacks of at most ``batch_size``: (indices, stack)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    group: list[int] = []
+    for index, tensor in enumerate(tensors):
+        if group and (len(group) == batch_size or tensors[group[0]].shape != tensor.shape):
+            yield group, torch.stack([tensors[i] for i in group])
+            group = []
+        group.append(index)
+    if group:
+        yield group, torch.stack([tensors[i] for i in group])
+
+
+def image_size(image: Any) -> tuple[int, int]:
+    """(height, width) of a PIL image, (H, W[, C]) array or (C, H, W) tensor."""
+    if hasattr(image, "size") and not isinstance(image, np.ndarray | torch.Tensor):
+        width, height = image.size
+        return int(height), int(width)
+    shape = tuple(image.shape)
+    if isinstance(image, torch.Tensor) and len(shape) == 3 and shape[0] in (1, 3, 4):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
+
+
+def load_checkpoint(checkpoint: str | Any) -> tuple[torch.nn.Module, Any]:
+    """(MeSaForDepthEstimation, MeSaImageProcessor) from a local checkpoint folder (offline).
+
+    Checkpoints of other MeSa objectives load too (the encoder is carried; a missing depth decoder is freshly
+    initialised), which is what layer-wise CKA of the encoder needs.
+    """
+    from pathlib import Path
+
+    from mesa_hf import MeSaForDepthEstimation, MeSaImageProcessor
+
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint folder: no config.json")
+    model = MeSaForDepthEstimation.from_pretrained(path)
+    if (path / "preprocessor_config.json").is_file():
+        processor = MeSaImageProcessor.from_pretrained(path)
+    else:
+        processor = MeSaImageProcessor()
+    return model, processor
