@@ -208,3 +208,16 @@ def test_run_stages_and_explicit_arguments(tmp_path):
     assert result.global_step == 2 and (tmp_path / "masked" / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="neither a preset"):
         run_stages(["supervised"], "no-such-folder", tmp_path, max_train_steps=1, **COMMON)
+
+
+def test_local_metrics_fallback_matches_the_evaluation_package():
+    evaluation = pytest.importorskip("mesa_hf.evaluation")
+    from mesa_hf.training.stage_eval import _local_depth_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    gt = torch.rand(3, 20, 30, generator=generator) * 5 + 0.5
+    pred = gt * (1 + 0.2 * torch.randn(gt.shape, generator=generator)).clamp(0.3, 3)
+    for median_scaling in (False, True):
+        local = _local_depth_metrics(pred, gt, 1e-3, 10.0, median_scaling)
+        package = evaluation.compute_depth_metrics(pred, gt, crop=None, median_scaling=median_scaling)
+        assert local == pytest.approx({k: package[k] for k in local}, abs=1e-9)

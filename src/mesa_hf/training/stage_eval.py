@@ -31,7 +31,7 @@ def _local_depth_metrics(
         p, g = p[valid], g[valid]
         p = torch.where(torch.isfinite(p), p, torch.full_like(p, min_depth)).clamp_min(min_depth)
         if median_scaling:
-            p = p * (g.median() / p.median())
+            p = p * (g.quantile(0.5) / p.quantile(0.5))
         ratio = torch.maximum(p / g, g / p)
         per_image.append(
             {
