@@ -476,12 +476,13 @@ def build_stage_transform(
 
 
 def build_eval_transform(kind: str, config: MeSaConfig, image_size: Sequence[int], seed: int = 0):
-    """The transform of a held-out set: depth rows resized to `image_size`, or SimMIM rows with fixed masks."""
+    """The transform of a held-out set: depth rows as they are (full resolution, no crop; the model pads to its
+    stride), or SimMIM rows with fixed masks at `image_size`."""
     from ..data.transforms import build_transform
 
     if kind == "images":
         return build_stage_transform("masked", config, image_size, seed=seed)
-    return build_transform("eval", resize=tuple(int(s) for s in image_size))
+    return build_transform("eval")
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -712,7 +713,7 @@ def run_stage(
     config_values.update(config_overrides or {})
     backbone_values.update(backbone_overrides or {})
 
-    seed = (args.seed if args is not None else training_overrides.get("seed")) or 42
+    seed = args.seed if args is not None else training_overrides.get("seed", 42)
     from accelerate.utils import set_seed
 
     set_seed(seed)
@@ -765,11 +766,10 @@ def run_stage(
         eval_before = eval_fn(model)
         logger.info("%s: held-out evaluation before training: %s", stage, _fmt(eval_before))
         if compute_baseline and spec.dataset_kind == "depth":
-            train_rows = dataset.with_transform(build_eval_transform("depth", config, image_size))
-            mean_map = mean_depth_map(train_rows)
-            baseline = evaluate_constant_map(mean_map, eval_rows, max_depth=config.max_depth)
-            scaled = evaluate_constant_map(mean_map, eval_rows, median_scaling=True, max_depth=config.max_depth)
-            baseline.update({f"median_scaled_{k}": v for k, v in scaled.items() if k in ("abs_rel", "rmse", "d1")})
+            try:
+                baseline = average_depth_map_baseline(dataset, eval_rows, config)
+            except ValueError as err:
+                logger.warning("%s: no average-training-depth-map baseline: %s", stage, err)
 
     # the record of stages so far, in the config (saved with the weights) and the model card
     previous = [s for s in (getattr(config, "mesa_stages", None) or []) if isinstance(s, dict)]
@@ -814,6 +814,20 @@ def run_stage(
         _finish_stage_folder(output_dir, stages, stage_result, model, model_id, processor)
     logger.info("%s: loss %s; held-out after training: %s", stage, stage_result.loss_curve, _fmt(eval_after))
     return stage_result
+
+
+def average_depth_map_baseline(train_dataset, eval_rows, config: MeSaConfig, max_rows: int = 1000) -> dict[str, float]:
+    """Held-out metrics of the "average training depth map" (per-pixel mean of the training depth, up to `max_rows`
+    evenly spaced rows), metric and median-scaled. Raises ValueError when training and held-out sizes differ."""
+    if hasattr(train_dataset, "select") and len(train_dataset) > max_rows:
+        step = len(train_dataset) / max_rows
+        train_dataset = train_dataset.select([int(i * step) for i in range(max_rows)])
+    train_rows = train_dataset.with_transform(build_eval_transform("depth", config, image_size_of(config)))
+    mean_map = mean_depth_map(train_rows)
+    baseline = evaluate_constant_map(mean_map, eval_rows, max_depth=config.max_depth)
+    scaled = evaluate_constant_map(mean_map, eval_rows, median_scaling=True, max_depth=config.max_depth)
+    baseline.update({f"median_scaled_{k}": v for k, v in scaled.items() if k in ("abs_rel", "rmse", "d1")})
+    return baseline
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -898,6 +912,7 @@ __all__ = [
     "SeededTransformDataset",
     "StageResult",
     "StageSpec",
+    "average_depth_map_baseline",
     "build_eval_transform",
     "build_stage_transform",
     "card_results",
