@@ -221,3 +221,30 @@ def test_local_metrics_fallback_matches_the_evaluation_package():
         local = _local_depth_metrics(pred, gt, 1e-3, 10.0, median_scaling)
         package = evaluation.compute_depth_metrics(pred, gt, crop=None, median_scaling=median_scaling)
         assert local == pytest.approx({k: package[k] for k in local}, abs=1e-9)
+
+
+def test_paper_recipe_changes_resolution_and_window_per_stage(tmp_path):
+    """SimMIM at 192 px / window 12, geometric at 288x384, supervised at 480 px / window 30 (MIM-Depth); the encoder
+    carries over although the windows change (Swin-V2's continuous position bias)."""
+    results = run_stages(
+        ["masked", "geometric", "supervised"],
+        "test",
+        tmp_path,
+        recipe="paper",
+        num_synthetic_samples=2,
+        num_eval_samples=1,
+        max_train_steps=1,
+        per_device_train_batch_size=2,
+        checkpointing_steps=None,
+    )
+    geometry = []
+    for result in results:
+        backbone = json.loads((tmp_path / result.stage / "config.json").read_text())["backbone_config"]
+        geometry.append((backbone["image_size"], backbone["window_size"]))
+    assert geometry == [(192, 12), ([288, 384], 12), (480, 30)]
+    assert results[1].loading_info["newly_initialized"] == ["decoder", "depth_head", "pose_network", "scale_heads"]
+    assert results[2].loading_info["unused"] == ["pose_network", "scale_heads"]
+    masked = load_file(tmp_path / "masked" / "model.safetensors")
+    geometric, _ = load_stage_model("geometric", tmp_path / "masked")
+    key = "backbone.encoder.layers.0.blocks.0.attention.self.logit_scale"
+    assert torch.equal(geometric.state_dict()[key], masked[key])
