@@ -174,10 +174,48 @@ def save_for_sharing(
     return atomic_save_pretrained(save, directory)
 
 
+def push_to_hub(
+    model: PreTrainedModel,
+    image_processor: MeSaImageProcessor | None,
+    repo_id: str,
+    *,
+    model_card: ModelCard | None = None,
+    extra_files: dict[str, str | os.PathLike] | None = None,
+    commit_message: str = "Upload MeSa checkpoint (mesa-hf)",
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+) -> str:
+    """Write a shareable folder (`save_for_sharing`: safetensors, config, processor, modelling code, model card as
+    README.md) and upload it to the Hub repository `repo_id` (created when missing) in one commit.
+
+    `extra_files` maps names inside the repository to local files (e.g. ``stage_results.json``). This is the one
+    function the training scripts call for `--push_to_hub`; it talks to the Hub only through
+    `huggingface_hub.HfApi.create_repo` and `HfApi.upload_folder`. Returns the URL of the commit.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="mesa-push-") as tmp:
+        folder = save_for_sharing(model, image_processor, Path(tmp) / "checkpoint", model_card=model_card)
+        for name, source in (extra_files or {}).items():
+            shutil.copy2(source, folder / name)
+        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=str(folder),
+            commit_message=commit_message,
+            revision=revision,
+        )
+    return str(getattr(commit, "commit_url", commit))
+
+
 __all__ = [
     "atomic_save_pretrained",
     "build_model_card",
     "model_card_template_path",
+    "push_to_hub",
     "remote_code_registration",
     "save_for_sharing",
 ]

@@ -279,6 +279,8 @@ def train(
         if global_step >= max_steps:
             break
         train_dataloader.set_epoch(epoch)
+        if hasattr(train_dataset, "set_epoch"):  # Accelerate gives the epoch to its seedable sampler only
+            train_dataset.set_epoch(epoch)
         skip = batches_done_in_epoch if epoch == start_epoch else 0
         epoch_loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
         batches_done = skip

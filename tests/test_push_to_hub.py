@@ -1,0 +1,117 @@
+"""`--push_to_hub` offline: HfApi.create_repo / upload_folder redirected to a temporary "remote" folder; the pushed
+folder then loads with from_pretrained and with pipeline("depth-estimation")."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi
+from PIL import Image
+
+from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaImageProcessor
+from mesa_hf.hub import build_model_card, push_to_hub
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+class LocalHub:
+    """Stand-in for the Hub's repository and commit API: each repo is a folder under `root`."""
+
+    def __init__(self, root: Path):
+        self.root, self.created, self.commits = root, [], []
+
+    def create_repo(self, api, repo_id, repo_type=None, private=None, exist_ok=False, **kwargs):
+        folder = self.root / repo_id
+        if folder.exists() and not exist_ok:
+            raise FileExistsError(repo_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.created.append({"repo_id": repo_id, "repo_type": repo_type, "private": private})
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, api, repo_id, folder_path, repo_type=None, commit_message=None, revision=None, **kwargs):
+        target = self.root / repo_id
+        if not target.is_dir():
+            raise FileNotFoundError(f"repository {repo_id} was not created before the upload")
+        shutil.copytree(folder_path, target, dirs_exist_ok=True)
+        self.commits.append(
+            {"repo_id": repo_id, "message": commit_message, "files": sorted(p.name for p in target.iterdir())}
+        )
+        return f"https://huggingface.co/{repo_id}/commit/{len(self.commits)}"
+
+
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch) -> LocalHub:
+    hub = LocalHub(tmp_path / "remote")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: hub.create_repo(self, *a, **k))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, *a, **k: hub.upload_folder(self, *a, **k))
+    return hub
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"mesa_example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_push_to_hub_writes_a_loadable_repository(local_hub):
+    torch.manual_seed(0)
+    model = MeSaForDepthEstimation(MeSaConfig.from_preset("test")).eval()
+    processor = MeSaImageProcessor(size={"height": 64, "width": 64})
+    card = build_model_card(
+        model,
+        model_id="someone/mesa-test",
+        stages=[{"name": "finetune", "objective": "SiLog", "data": "synthetic", "steps": 3, "notes": "-"}],
+    )
+    url = push_to_hub(model, processor, "someone/mesa-test", model_card=card, private=True)
+    assert url.endswith("/commit/1")
+    assert local_hub.created == [{"repo_id": "someone/mesa-test", "repo_type": "model", "private": True}]
+    remote = local_hub.root / "someone/mesa-test"
+    files = set(local_hub.commits[0]["files"])
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= files
+    assert {"modeling_mesa.py", "configuration_mesa.py"} <= files  # the code for trust_remote_code
+    assert "auto_map" in json.loads((remote / "config.json").read_text())
+    assert "| finetune | SiLog | synthetic | 3 |" in (remote / "README.md").read_text()
+    reloaded = MeSaForDepthEstimation.from_pretrained(remote).eval()
+    pixels = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(reloaded(pixels).predicted_depth, model(pixels).predicted_depth)
+
+
+def test_finetune_script_pushes_its_folder_and_the_pipeline_loads_it(tmp_path, local_hub, capsys):
+    finetune = _load_script("finetune")
+    argv = [
+        "--model_name_or_path", "test", "--output_dir", str(tmp_path / "ft"), "--max_train_steps", "3",
+        "--per_device_train_batch_size", "4", "--num_synthetic_samples", "8", "--num_eval_samples", "4",
+        "--image_size", "64", "64", "--checkpointing_steps", "100",
+        "--push_to_hub", "--hub_model_id", "someone/mesa-ft",
+    ]  # fmt: skip
+    assert finetune.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "pushed: https://huggingface.co/someone/mesa-ft/commit/1" in out and "average training depth map" in out
+    remote = local_hub.root / "someone/mesa-ft"
+    results = json.loads((remote / "stage_results.json").read_text())
+    assert results["stage"] == "finetune" and results["global_step"] == 3
+    card = (remote / "README.md").read_text()
+    assert "someone/mesa-ft" in card and "| finetune |" in card and "held-out" in card
+    from transformers import pipeline
+
+    estimator = pipeline("depth-estimation", model=str(remote))
+    image = Image.fromarray((np.random.default_rng(0).random((50, 80, 3)) * 255).astype(np.uint8))
+    prediction = estimator(image)
+    assert tuple(prediction["predicted_depth"].shape) == (50, 80)
+    assert torch.isfinite(prediction["predicted_depth"]).all()
+
+
+def test_push_needs_a_repository_name(tmp_path):
+    finetune = _load_script("finetune")
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--model_name_or_path", "test", "--output_dir", str(tmp_path), "--push_to_hub"])
