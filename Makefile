@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint format benchmark
+.PHONY: setup test lint format benchmark demo
 
 setup:  ## virtual environment with the CPU build of torch, then the package and its test tools
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,6 @@ format:
 
 benchmark:
 	$(BIN)/python benchmarks/inference.py
+
+demo:  ## the main job: every stage on the synthetic world, fine-tuning, held-out evaluation, a depth picture
+	PYTHON=$(BIN)/python examples/main_job.sh outputs/main-job
