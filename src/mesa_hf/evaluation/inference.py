@@ -59,26 +59,32 @@ def fp32_cosine_attention(model: torch.nn.Module, device_type: str) -> Iterator[
     Low precision in ``normalize(q) @ normalize(k)ᵀ * exp(logit_scale)`` is what hurts Swin-V2 most; the rest of
     the network stays under autocast. Yields the number of modules patched.
     """
-    patched = []
+    patched: list[tuple[torch.nn.Module, str]] = []
     for module in model.modules():
         if not _is_cosine_attention(module):
             continue
-        original = module.forward
+        # stock modules run `forward`; the fused SDPA module (mesa_hf.attention_mesa) runs `window_attention`
+        for name in ("forward", "window_attention"):
+            original = getattr(module, name, None)
+            if original is None:
+                continue
 
-        @functools.wraps(original)
-        def forward(*args, _original=original, **kwargs):
-            args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-            kwargs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()}
-            with torch.autocast(device_type=device_type, enabled=False):
-                return _original(*args, **kwargs)
+            @functools.wraps(original)
+            def in_fp32(*args, _original=original, **kwargs):
+                args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+                kwargs = {
+                    k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()
+                }
+                with torch.autocast(device_type=device_type, enabled=False):
+                    return _original(*args, **kwargs)
 
-        module.forward = forward
-        patched.append(module)
+            setattr(module, name, in_fp32)
+            patched.append((module, name))
     try:
-        yield len(patched)
+        yield len({id(module) for module, _ in patched})
     finally:
-        for module in patched:
-            del module.forward  # back to the class's forward
+        for module, name in patched:
+            delattr(module, name)  # back to the class's method
 
 
 def precision_context(
