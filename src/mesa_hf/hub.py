@@ -45,6 +45,23 @@ def remote_code_registration(model: PreTrainedModel, image_processor: MeSaImageP
                 cls._auto_class = value
 
 
+def replace_directory(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move a finished temporary folder to `final`, replacing an older folder of that name only once it is complete.
+
+    The older folder is parked beside `tmp` (its name plus ``.old``) and removed afterwards, so a crash leaves either
+    the old or the new folder in place, never a half-written one.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = tmp.with_name(f"{tmp.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 def atomic_save_pretrained(save, directory: str | os.PathLike) -> Path:
     """Call `save(tmp_dir)` in a sibling temporary folder, then move it into place: never a half-written folder.
 
@@ -55,13 +72,7 @@ def atomic_save_pretrained(save, directory: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         save(tmp)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -217,5 +228,6 @@ __all__ = [
     "model_card_template_path",
     "push_to_hub",
     "remote_code_registration",
+    "replace_directory",
     "save_for_sharing",
 ]

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ..hub import replace_directory
 from .arguments import MeSaTrainingArguments
 from .optimization import build_lr_scheduler, build_optimizer, steps_per_epoch
 
@@ -90,18 +91,6 @@ def _resolve_resume(args: MeSaTrainingArguments) -> Path | None:
             f"(no {TRAINER_STATE_NAME})"
         )
     return path
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name (replacing an older folder of that name)."""
-    if final.exists():
-        old = final.with_name(f"{_TMP_PREFIX}old-{final.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def _clean_temporary(folder: Path) -> None:
@@ -251,7 +240,7 @@ def train(
                 "args": _tracker_config(args),
             }
             (tmp / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=1))
-            _replace_dir(tmp, final)
+            replace_directory(tmp, final)
             if args.save_total_limit is not None:
                 for old in list_checkpoints(output_dir)[: -args.save_total_limit]:
                     shutil.rmtree(old, ignore_errors=True)
@@ -342,7 +331,7 @@ def train(
         if processor is not None:
             processor.save_pretrained(str(tmp))
         if args.final_subdir:
-            _replace_dir(tmp, final_dir)
+            replace_directory(tmp, final_dir)
         else:  # into output_dir itself: file by file, config.json last so a loadable folder is complete
             names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")
             for name in names:
