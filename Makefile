@@ -1,17 +1,23 @@
-# mesa-hf developer commands. `make setup` then `make test` on a fresh machine (Python >= 3.10, CPU).
+# mesa-hf developer commands. On a fresh machine `make demo` and `make test` each create the environment first
+# when it is missing (Python >= 3.10, CPU); `make setup` does only that.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: setup test lint format benchmark demo
 
-setup:  ## virtual environment with the CPU build of torch, then the package and its test tools
+setup: $(VENV)/.installed  ## virtual environment with the CPU build of torch, then the package and its test tools
+
+# Rebuilt when missing or when pyproject.toml changes (new dependencies); the stamp is written last, so an
+# interrupted set-up is redone.
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
 
-lint:
+lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 
@@ -23,8 +29,8 @@ format:
 	$(BIN)/ruff check --fix src tests benchmarks examples
 	$(BIN)/ruff format src tests benchmarks examples
 
-benchmark:
+benchmark: setup
 	$(BIN)/python benchmarks/inference.py
 
-demo:  ## the main job: every stage on the synthetic world, fine-tuning, held-out evaluation, a depth picture
+demo: setup  ## the main job: every stage on the synthetic world, fine-tuning, held-out evaluation, a depth picture
 	PYTHON=$(BIN)/python examples/main_job.sh outputs/main-job

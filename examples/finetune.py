@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mesa_hf.data.specs import load_dataset_spec
 from mesa_hf.training.cli import (
     add_training_arguments,
     check_hub_arguments,
@@ -28,7 +29,7 @@ from mesa_hf.training.cli import (
     setup_logging,
     training_overrides,
 )
-from mesa_hf.training.stages import load_dataset_spec, run_stage
+from mesa_hf.training.stages import run_stage
 
 
 def parse_args(argv=None) -> argparse.Namespace:

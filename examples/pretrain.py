@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mesa_hf.data.specs import load_dataset_spec
 from mesa_hf.training.cli import (
     add_training_arguments,
     check_hub_arguments,
@@ -26,7 +27,7 @@ from mesa_hf.training.cli import (
     setup_logging,
     training_overrides,
 )
-from mesa_hf.training.stages import PRETRAINING_ORDER, get_stage, load_dataset_spec, run_stages
+from mesa_hf.training.stages import PRETRAINING_ORDER, get_stage, run_stages
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "backbone": {"embed_dim": 192, "depths": [2, 2, 18, 2], "num_heads": [6, 12, 24, 48], "drop_path_rate": 0.5},
         "decoder_type": "mim",
     },
-    # A few-million-parameter model that learns on 2 CPU cores in minutes (the offline demo, DESIGN.md section 7).
+    # A few-million-parameter model that learns on 2 CPU cores in minutes (the offline demo, docs/design.md §6).
     "demo": {
         "backbone": {
             "embed_dim": 32,

@@ -36,7 +36,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 from ..configuration_mesa import PRESETS, MeSaConfig
+from ..data.specs import load_dataset_spec
 from ..image_processing_mesa import MeSaImageProcessor
 from ..modeling_mesa import (
     MeSaForDepthEstimation,
@@ -111,7 +111,7 @@ _SIMMIM = "SimMIM Swin-V2 config (microsoft/Swin-Transformer configs/simmim/*swi
 _MONODEPTH2 = "Monodepth2 (nianticlabs/monodepth2 options.py)"
 _INDOOR = "indoor self-supervised protocol (P2Net / StructDepth on NYUv2 raw video)"
 _MIM_DEPTH = "MIM-Depth-Estimation NYUv2 recipe (SwinV2-B; L: layer decay 0.85)"
-_DESIGN7 = "DESIGN.md section 7 (CPU prototype)"
+_PROTOTYPE = "docs/design.md §6 (CPU prototype)"
 
 _MIM_DEPTH_TRAINING = {
     "per_device_train_batch_size": HyperParameter(24, _MIM_DEPTH),
@@ -194,7 +194,7 @@ STAGES: dict[str, StageSpec] = {
             "num_scales": HyperParameter(4, _MONODEPTH2 + ": scales [0, 1, 2, 3]"),
             "disp_min_depth": HyperParameter(0.1, _INDOOR + ": min/max depth 0.1 / 10 m"),
             "disp_max_depth": HyperParameter(10.0, _INDOOR),
-            "pose_translation_scale": HyperParameter(0.1, _DESIGN7 + ": Monodepth2's 0.01 stays near zero indoors"),
+            "pose_translation_scale": HyperParameter(0.1, _PROTOTYPE + ": Monodepth2's 0.01 stays near zero indoors"),
         },
         backbone={
             "image_size": HyperParameter([288, 384], _INDOOR + ": frames resized to 288x384"),
@@ -292,7 +292,7 @@ def hyperparameter_table(recipe: str = "paper") -> list[dict[str, Any]]:
                 rows.append({"stage": spec.name, "group": group, "name": name, "value": hp.value, "source": hp.source})
         if recipe == "demo":
             for name, value in spec.demo.items():
-                rows.append({"stage": spec.name, "group": "demo", "name": name, "value": value, "source": _DESIGN7})
+                rows.append({"stage": spec.name, "group": "demo", "name": name, "value": value, "source": _PROTOTYPE})
     return rows
 
 
@@ -383,62 +383,6 @@ def synthetic_dataset(kind: str, num_samples: int, image_size: Sequence[int], se
     if kind not in builders:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(builders)}")
     return builders[kind](num_samples, height=height, width=width, seed=seed, cache_dir=cache_dir, **kwargs)
-
-
-def _infer_depth_format(path: Path) -> str:
-    if path.suffix == ".mat":
-        return "nyu_mat"
-    if path.suffix == ".parquet" or "*" in str(path):
-        return "parquet"
-    if path.suffix == ".csv":
-        return "csv"
-    return "nyu_sync"
-
-
-def load_dataset_spec(spec: str, kind: str, split: str | None = None, cache_dir=None, **loader_kwargs):
-    """Load the dataset named by `spec` for a stage of `kind`.
-
-    `spec` is ``FORMAT:PATH`` or a bare ``PATH``:
-
-    - images (masked stage): ``imagefolder:PATH`` or a bare folder (ImageNet/LSUN extracted as files), or
-      ``hub:DATASET_ID``;
-    - video (geometric stage): ``7scenes:PATH``, ``tum:PATH``, ``hololens:PATH``, ``nyu_raw:PATH``
-      (NYUv2 raw scenes), ``frames:PATH``;
-    - depth (supervised, finetune, evaluation): ``nyuv2:PATH`` (a ``.mat`` labelled file, a ``.parquet`` file or
-      glob, or a BTS "sync" folder), ``nyu_sync:``, ``nyu_mat:``, ``parquet:``, ``hub:``, ``ibims1:``, ``csv:``,
-      ``folder:``; a bare path is read as ``nyuv2:PATH``.
-
-    `loader_kwargs` go to the `mesa_hf.data` loader (e.g. ``file_list``, ``splits_path``, ``frame_offsets``).
-    """
-    fmt, _, path = spec.partition(":") if re.match(r"^[A-Za-z0-9_]+:", spec) else ("", "", spec)
-    if kind == "images":
-        from ..data.loaders import load_image_dataset
-
-        if fmt not in ("", "imagefolder", "hub"):
-            raise ValueError(f"dataset {spec!r}: the masked stage reads an image folder or 'hub:ID', not {fmt!r}")
-        return load_image_dataset(path, split=split or "train", cache_dir=cache_dir)
-    if kind == "video":
-        try:
-            from ..data.video import load_video_dataset
-        except ImportError as err:  # pragma: no cover - depends on the data package version
-            raise ImportError(
-                "the geometric stage on real video needs mesa_hf.data.video (load_video_dataset)"
-            ) from err
-        if not fmt:
-            raise ValueError(
-                f"dataset {spec!r}: name the video format, e.g. '7scenes:{spec}', 'tum:{spec}', 'nyu_raw:{spec}' "
-                f"or 'frames:{spec}'"
-            )
-        return load_video_dataset(fmt, path, cache_dir=cache_dir, **loader_kwargs)
-    if kind == "depth":
-        from ..data.loaders import load_depth_dataset
-
-        if fmt in ("", "nyuv2"):
-            fmt = _infer_depth_format(Path(path))
-        if fmt == "nyu_mat" and split is None:
-            split = "train"
-        return load_depth_dataset(fmt, path, split=split, cache_dir=cache_dir, **loader_kwargs)
-    raise ValueError(f"unknown dataset kind {kind!r}")
 
 
 def image_size_of(config: MeSaConfig) -> tuple[int, int]:
