@@ -1,8 +1,10 @@
+import logging
 import math
 
 import pytest
 import torch
 
+from mesa_hf import losses
 from mesa_hf.losses import silog_loss
 
 
@@ -33,9 +35,23 @@ def test_silog_explicit_mask():
     assert silog_loss(pred, target, valid_mask=mask).item() == pytest.approx(math.sqrt(0.375), rel=1e-6)
 
 
+def test_silog_without_valid_pixel_is_a_zero_loss_without_gradient(caplog):
+    losses._warn_once.cache_clear()
+    pred = torch.full((2, 3, 3), 2.0, requires_grad=True)
+    targets = [torch.zeros(2, 3, 3), torch.full((2, 3, 3), float("nan"))]
+    with caplog.at_level(logging.WARNING, logger="mesa_hf.losses"):
+        for target in targets:
+            loss = silog_loss(pred, target)
+            assert loss.item() == 0.0 and loss.requires_grad
+            (grad,) = torch.autograd.grad(loss, pred)
+            assert torch.equal(grad, torch.zeros_like(pred))
+        # a mask that excludes every valid pixel counts too
+        assert silog_loss(pred, torch.ones(2, 3, 3), valid_mask=torch.zeros(2, 3, 3, dtype=torch.bool)).item() == 0.0
+    warnings = [r for r in caplog.records if "no valid ground-truth pixel" in r.getMessage()]
+    assert len(warnings) == 1  # once per process
+
+
 def test_silog_errors():
-    with pytest.raises(ValueError, match="no valid pixel"):
-        silog_loss(torch.ones(2, 2), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="shape"):
         silog_loss(torch.ones(2, 2), torch.ones(2, 3))
     with pytest.raises(ValueError, match="> 0"):

@@ -5,8 +5,18 @@ This file is copied next to checkpoints written for sharing, so it imports only 
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning(message)
 
 
 def valid_depth_mask(target: torch.Tensor) -> torch.Tensor:
@@ -24,7 +34,9 @@ def silog_loss(
 
     ``d = log(pred) - log(target)`` over the valid pixels of the whole batch. `pred` and `target` are depths in
     metres of the same shape (e.g. (B, H, W)); `valid_mask` defaults to `target > 0` and finite. Returns a scalar.
-    Raises `ValueError` on mismatched shapes, no valid pixel, or non-positive predictions at valid pixels.
+    A batch without any valid pixel (sparse ground truth: KITTI, raw NYUv2 frames) gives a zero loss, still part of
+    the graph so `backward()` works, with zero gradients, and logs a warning once per process.
+    Raises `ValueError` on mismatched shapes or non-positive predictions at valid pixels.
     """
     if pred.shape != target.shape:
         raise ValueError(f"silog_loss: pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
@@ -34,9 +46,10 @@ def silog_loss(
         if valid_mask.shape != target.shape:
             raise ValueError(f"silog_loss: valid_mask shape {tuple(valid_mask.shape)} != target {tuple(target.shape)}")
         valid_mask = valid_mask.bool() & valid_depth_mask(target)
-    if not bool(valid_mask.any()):
-        raise ValueError("silog_loss: the target has no valid pixel (all <= 0 or non-finite)")
     pred_valid = pred[valid_mask]
+    if pred_valid.numel() == 0:
+        _warn_once("silog_loss: a batch has no valid ground-truth pixel (all <= 0 or non-finite); its loss is 0")
+        return pred_valid.sum()  # 0, connected to `pred`: backward gives zero gradients
     if bool((pred_valid <= 0).any()):
         raise ValueError("silog_loss: predictions must be > 0 metres at valid pixels")
     diff = torch.log(pred_valid) - torch.log(target[valid_mask])
