@@ -20,7 +20,7 @@ from mesa_hf.attention_mesa import (
     shift_mask_patterns,
 )
 
-STAGES = ["stage1", "stage2", "stage3", "stage4"]
+OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 def small_config(**overrides) -> Swinv2Config:
@@ -33,7 +33,7 @@ def small_config(**overrides) -> Swinv2Config:
         "window_size": 4,
         "pretrained_window_sizes": [3, 3, 3, 2],
         "drop_path_rate": 0.0,
-        "out_features": STAGES,
+        "out_features": OUT_FEATURES,
     }
     kwargs.update(overrides)
     return Swinv2Config(**kwargs)

@@ -1,10 +1,10 @@
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForDepthEstimation
+from transformers import AutoModelForDepthEstimation, Swinv2Backbone
 from transformers.modeling_outputs import DepthEstimatorOutput
 
-from mesa_hf import MeSaConfig, MeSaForDepthEstimation
+from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaForMaskedImageModeling, MeSaForSelfSupervisedDepth
 from mesa_hf.losses import silog_loss
 
 from .helpers import tiny_depth_model
@@ -119,3 +119,13 @@ def test_a_batch_without_valid_ground_truth_trains_without_error():
     assert all(g is not None and torch.equal(g, torch.zeros_like(g)) for g in grads.values())
     optimizer.step()
     assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    "model_class", [MeSaForDepthEstimation, MeSaForMaskedImageModeling, MeSaForSelfSupervisedDepth]
+)
+def test_base_model_is_the_swinv2_encoder(model_class):
+    """`base_model_prefix` names the real encoder attribute, so transformers' `base_model` is the Swin-V2 backbone."""
+    model = model_class(MeSaConfig.from_preset("test"))
+    assert model.base_model_prefix == "backbone"
+    assert model.base_model is model.backbone and isinstance(model.backbone, Swinv2Backbone)

@@ -19,7 +19,7 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
-def valid_depth_mask(target: torch.Tensor) -> torch.Tensor:
+def ground_truth_mask(target: torch.Tensor) -> torch.Tensor:
     """Pixels that carry ground truth: finite and > 0 (depth in metres, any shape). Returns a bool tensor."""
     return torch.isfinite(target) & (target > 0)
 
@@ -41,11 +41,11 @@ def silog_loss(
     if pred.shape != target.shape:
         raise ValueError(f"silog_loss: pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
     if valid_mask is None:
-        valid_mask = valid_depth_mask(target)
+        valid_mask = ground_truth_mask(target)
     else:
         if valid_mask.shape != target.shape:
             raise ValueError(f"silog_loss: valid_mask shape {tuple(valid_mask.shape)} != target {tuple(target.shape)}")
-        valid_mask = valid_mask.bool() & valid_depth_mask(target)
+        valid_mask = valid_mask.bool() & ground_truth_mask(target)
     pred_valid = pred[valid_mask]
     if pred_valid.numel() == 0:
         _warn_once("silog_loss: a batch has no valid ground-truth pixel (all <= 0 or non-finite); its loss is 0")
@@ -222,6 +222,7 @@ def norm_targets(pixel_values: torch.Tensor, patch_size: int = 47) -> torch.Tens
 
 __all__ = [
     "edge_aware_smoothness",
+    "ground_truth_mask",
     "mask_to_pixel_mask",
     "min_reprojection_loss",
     "norm_targets",
@@ -229,5 +230,4 @@ __all__ = [
     "silog_loss",
     "simmim_loss",
     "ssim",
-    "valid_depth_mask",
 ]

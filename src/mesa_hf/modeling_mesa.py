@@ -155,7 +155,7 @@ class MeSaPreTrainedModel(PreTrainedModel):
 
     config: MeSaConfig
     config_class = MeSaConfig
-    base_model_prefix = "mesa"
+    base_model_prefix = "backbone"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True

@@ -41,7 +41,7 @@ from .columns import relative_poses
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-STAGES = ("supervised", "eval", "geometric", "masked")
+TRANSFORM_NAMES = ("supervised", "eval", "geometric", "masked")  # what `build_transform(stage)` accepts
 
 
 # ---------------------------------------------------------------- geometric operations on (image, depth, K)
@@ -106,7 +106,7 @@ def resize_image(image: np.ndarray, hw: Sequence[int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
-def resize_depth(depth: np.ndarray, hw: Sequence[int]) -> np.ndarray:
+def resize_depth_nearest(depth: np.ndarray, hw: Sequence[int]) -> np.ndarray:
     """Nearest-neighbour resize of a depth map (never blends valid and missing depth)."""
     if tuple(depth.shape) == tuple(hw):
         return depth
@@ -285,7 +285,7 @@ class DepthTransform:
         if self.resize is not None:
             if k is not None:
                 k = resize_intrinsics(k, image.shape[:2], self.resize)
-            image, depth = resize_image(image, self.resize), resize_depth(depth, self.resize)
+            image, depth = resize_image(image, self.resize), resize_depth_nearest(depth, self.resize)
         if self.train:
             if self.cutdepth_prob and self.rng.random() < self.cutdepth_prob:
                 image = cut_depth(image, depth, self.rng, self.max_depth)
@@ -344,7 +344,7 @@ class VideoTransform:
         if self.size is not None:
             k = resize_intrinsics(k, hw, self.size)
             frames = [resize_image(f, self.size) for f in frames]
-            depth = None if depth is None else resize_depth(depth, self.size)
+            depth = None if depth is None else resize_depth_nearest(depth, self.size)
             hw = tuple(self.size)
         if self.train and self.crop_size is not None:
             ch, cw = self.crop_size
@@ -439,4 +439,4 @@ def build_transform(stage: str, **kwargs) -> Callable[[dict], dict]:
         return VideoTransform(**kwargs)
     if stage == "masked":
         return MaskedImageTransform(**kwargs)
-    raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    raise ValueError(f"unknown stage {stage!r}; expected one of {TRANSFORM_NAMES}")

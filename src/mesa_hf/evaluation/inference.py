@@ -80,7 +80,7 @@ class DepthPredictor:
             return self.tta.wrap(self._forward)(pixel_values).float()
 
 
-def resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_depth_bilinear(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize (H, W) or (B, H, W) depth to ``size`` (keeps values within the input range)."""
     if tuple(depth.shape[-2:]) == tuple(size):
         return depth
