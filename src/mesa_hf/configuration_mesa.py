@@ -92,7 +92,8 @@ class MeSaConfig(PreTrainedConfig):
             four stages, FPN-style; learns far faster from scratch at small scale).
         num_deconv, num_filters, deconv_kernels: the MIM-Depth deconvolution decoder.
         decoder_hidden_size (`int`, *optional*): channels after the decoder's 3x3 conv; `None` = `embed_dim`.
-        max_depth, min_depth (`float`): depth range in metres; the head predicts `sigmoid * max_depth`.
+        max_depth, min_depth (`float`): depth range in metres; the head predicts `sigmoid * max_depth` (default
+            `depth_head_output`).
         depth_head_output (`str`): what the depth heads' sigmoid means. `"depth"` (default, MIM-Depth): depth /
             `max_depth`, clamped below at `min_depth`. `"disparity"` (Monodepth2's `disp_to_depth`): a disparity
             between `1 / disp_max_depth` and `1 / disp_min_depth`, so depth spans `[disp_min_depth, disp_max_depth]`.

@@ -280,7 +280,8 @@ class MeSaPreTrainedModel(PreTrainedModel):
 
 
 class MeSaForDepthEstimation(MeSaPreTrainedModel):
-    """MeSa monocular depth model: Swin-V2 encoder + depth decoder + ``sigmoid * max_depth`` head.
+    """MeSa monocular depth model: Swin-V2 encoder + depth decoder + ``sigmoid * max_depth`` head (or Monodepth2's
+    disparity mapping, `config.depth_head_output`).
 
     `forward(pixel_values (B, 3, H, W), labels (B, H, W) metres or None)` returns a `DepthEstimatorOutput` with
     `predicted_depth` (B, H, W) in metres at the input size (any H, W: padded inside, cropped back) and, with
