@@ -28,6 +28,15 @@ def test_silog_lambda_and_scale_invariance():
     assert silog_loss(pred, target, lambd=0.0).item() == pytest.approx(math.log(2.0), rel=1e-6)
 
 
+def test_silog_gradient_is_finite_at_zero_variance():
+    """Equal log-ratios with lambda 1 (or a perfect prediction) make the variance 0, where sqrt's slope is infinite."""
+    for pred, target, lambd in ((torch.full((4,), 2.0), torch.ones(4), 1.0), (torch.ones(3), torch.ones(3), 0.5)):
+        pred.requires_grad_(True)
+        loss = silog_loss(pred, target, lambd=lambd)
+        (grad,) = torch.autograd.grad(loss, pred)
+        assert loss.item() == pytest.approx(0.0, abs=1e-6) and torch.isfinite(grad).all(), (lambd, grad)
+
+
 def test_silog_explicit_mask():
     pred = torch.tensor([1.0, math.e, math.e**2])
     target = torch.ones(3)

@@ -54,8 +54,10 @@ def silog_loss(
         raise ValueError("silog_loss: predictions must be > 0 metres at valid pixels")
     diff = torch.log(pred_valid) - torch.log(target[valid_mask])
     variance = (diff**2).mean() - lambd * diff.mean() ** 2
-    # clamp: rounding can make the variance a hair below zero when all log-ratios are equal
-    return torch.sqrt(variance.clamp_min(0.0) + 0.0)
+    # Rounding can make the variance a hair below zero when all log-ratios are equal, and sqrt's gradient at 0 is
+    # infinite (NaN through the chain rule): a variance <= 0 gives a loss of 0 with zero gradients.
+    floored = variance.clamp_min(torch.finfo(variance.dtype).tiny)
+    return torch.where(variance > 0, floored.sqrt(), torch.zeros_like(variance))
 
 
 def _check_nchw(name: str, tensor: torch.Tensor) -> None:
