@@ -39,7 +39,7 @@ from transformers import DPTConfig, DPTForDepthEstimation, Swinv2Backbone, Swinv
 from mesa_hf.attention_mesa import set_window_attention
 
 TINY = {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]}
-STAGES = ["stage1", "stage2", "stage3", "stage4"]
+OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
 SETTINGS = {
     "480x640 w30": ((480, 640), {"image_size": 480, "window_size": 30, "pretrained_window_sizes": [12, 12, 12, 6]}),
     "192x192 w12": ((192, 192), {"image_size": 192, "window_size": 12, "pretrained_window_sizes": [0, 0, 0, 0]}),
@@ -90,7 +90,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int, calls: int 
 
 
 def swin_config(setting: dict) -> Swinv2Config:
-    return Swinv2Config(**TINY, **setting, drop_path_rate=0.0, out_features=STAGES)
+    return Swinv2Config(**TINY, **setting, drop_path_rate=0.0, out_features=OUT_FEATURES)
 
 
 def count_gflop(build: Callable[[], torch.nn.Module], shape: tuple[int, ...], train: bool) -> float:

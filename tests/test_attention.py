@@ -12,6 +12,7 @@ from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer, Swinv2SelfAt
 
 from mesa_hf import attention_mesa
 from mesa_hf.attention_mesa import (
+    Float32Swinv2SelfAttention,
     SdpaSwinv2Layer,
     SdpaSwinv2SelfAttention,
     get_window_attention,
@@ -19,7 +20,7 @@ from mesa_hf.attention_mesa import (
     shift_mask_patterns,
 )
 
-STAGES = ["stage1", "stage2", "stage3", "stage4"]
+OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 def small_config(**overrides) -> Swinv2Config:
@@ -32,7 +33,7 @@ def small_config(**overrides) -> Swinv2Config:
         "window_size": 4,
         "pretrained_window_sizes": [3, 3, 3, 2],
         "drop_path_rate": 0.0,
-        "out_features": STAGES,
+        "out_features": OUT_FEATURES,
     }
     kwargs.update(overrides)
     return Swinv2Config(**kwargs)
@@ -79,7 +80,7 @@ def test_swap_changes_classes_only():
     assert [m.window_size for m in layers] == [4, 4, 4, 4, 4, 4, 2, 2]
     set_window_attention(sdpa, "eager")
     assert all(type(m) is Swinv2Layer for m in sdpa.modules() if isinstance(m, Swinv2Layer))
-    assert all(type(m) is Swinv2SelfAttention for m in sdpa.modules() if isinstance(m, Swinv2SelfAttention))
+    assert all(type(m) is Float32Swinv2SelfAttention for m in sdpa.modules() if isinstance(m, Swinv2SelfAttention))
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])

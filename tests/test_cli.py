@@ -205,7 +205,7 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
     from mesa_hf.evaluation import compute_depth_metrics, get_protocol
     from mesa_hf.evaluation.evaluator import evaluate_model
     from mesa_hf.evaluation.folder import DepthFolder, open_depth_dataset
-    from mesa_hf.evaluation.inference import resize_depth
+    from mesa_hf.evaluation.inference import resize_depth_bilinear
 
     folder = DepthFolder(shared_data / "ibims1_partial2")  # rgb/*.png + depth/*.npy (1, 1, 480, 640) metres
     assert len(folder) == 2
@@ -221,7 +221,7 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
 
     predictor = DepthPredictor(model, device="cpu")
     pixel_values = processor(images=[s["image"] for s in samples], return_tensors="pt")["pixel_values"]
-    depth = resize_depth(predictor(pixel_values), (480, 640))
+    depth = resize_depth_bilinear(predictor(pixel_values), (480, 640))
     by_hand = [
         compute_depth_metrics(depth[i], s["depth"], max_depth=10.0, crop=None, valid_mask=s["mask"])
         for i, s in enumerate(samples)

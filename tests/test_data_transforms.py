@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 
 from mesa_hf.data.synthetic import default_intrinsics, synthetic_clip, synthetic_depth_dataset, synthetic_view
 from mesa_hf.data.transforms import (
@@ -18,6 +19,7 @@ from mesa_hf.data.transforms import (
     flip_intrinsics,
     resize_intrinsics,
 )
+from mesa_hf.training.stages import SeededTransformDataset
 
 
 def unnormalize(pixel_values: torch.Tensor) -> np.ndarray:
@@ -36,7 +38,7 @@ def test_intrinsics_follow_crop_flip_resize():
 @pytest.mark.parametrize("flip_prob", [0.0, 1.0])
 def test_crop_and_flip_keep_image_depth_and_intrinsics_consistent(flip_prob):
     image, depth, k, _, _ = synthetic_view(seed=0, index=1, height=60, width=80)
-    transform = DepthTransform(crop_size=(40, 48), flip_prob=flip_prob, jitter=False, cutdepth_every=None, seed=3)
+    transform = DepthTransform(crop_size=(40, 48), flip_prob=flip_prob, jitter=False, cutdepth_prob=0.0, seed=3)
     out = transform.sample(image, depth, k)
     k_new, labels, rgb = out["intrinsics"].numpy(), out["labels"].numpy(), unnormalize(out["pixel_values"])
     assert labels.shape == (40, 48) and rgb.shape == (40, 48, 3) and out["pixel_values"].dtype == torch.float32
@@ -68,25 +70,51 @@ def test_resize_keeps_the_projection():
     np.testing.assert_allclose(ray_new, ray_old, atol=1e-6)
 
 
-def test_cutdepth_every_fourth_sample_writes_normalised_depth():
+def cutdepth_strip(transform: DepthTransform, image, depth, k) -> tuple[int, int] | None:
+    """(first, last) column CutDepth overwrote in one sample, None when it did not fire (no flip, crop or jitter)."""
+    rgb = unnormalize(transform.sample(image, depth, k)["pixel_values"])
+    cols = np.flatnonzero(np.any(rgb != image, axis=(0, 2)))
+    if not cols.size:
+        return None
+    strip = rgb[:, cols[0] : cols[-1] + 1]
+    expected = np.round(np.clip(depth[:, cols[0] : cols[-1] + 1] / 10.0, 0, 1) * 255)
+    np.testing.assert_allclose(strip, np.repeat(expected[..., None], 3, -1), atol=1)
+    return int(cols[0]), int(cols[-1])
+
+
+def test_cutdepth_writes_normalised_depth_on_a_quarter_of_the_samples():
     image, depth, k, _, _ = synthetic_view(seed=1, index=0, height=30, width=40)
     transform = DepthTransform(crop_size=None, flip_prob=0.0, jitter=False, seed=0)
-    changed = []
-    for _ in range(8):
-        rgb = unnormalize(transform.sample(image, depth, k)["pixel_values"])
-        diff = np.any(rgb != image, axis=(0, 2))
-        changed.append(diff.any())
-        if diff.any():
-            cols = np.flatnonzero(diff)
-            strip = rgb[:, cols[0] : cols[-1] + 1]
-            expected = np.round(np.clip(depth[:, cols[0] : cols[-1] + 1] / 10.0, 0, 1) * 255)
-            np.testing.assert_allclose(strip, np.repeat(expected[..., None], 3, -1), atol=1)
-    assert changed == [True, False, False, False, True, False, False, False]
+    fired = [cutdepth_strip(transform, image, depth, k) is not None for _ in range(400)]
+    assert 0.2 < np.mean(fired) < 0.3
+    never = DepthTransform(crop_size=None, flip_prob=0.0, jitter=False, cutdepth_prob=0.0, seed=0)
+    assert all(cutdepth_strip(never, image, depth, k) is None for _ in range(20))
+    with pytest.raises(ValueError, match="cutdepth_prob"):
+        DepthTransform(cutdepth_prob=1.5)
+
+
+def test_cutdepth_hits_a_different_quarter_of_rows_every_epoch():
+    """Through the training loop's per-(seed, epoch, row) generator: 4 epochs of 8 rows."""
+    image, depth, k, _, _ = synthetic_view(seed=1, index=0, height=30, width=40)
+    rows = Dataset.from_dict({"image": [image] * 8, "depth": [depth] * 8, "intrinsics": [k] * 8})
+    transform = DepthTransform(crop_size=None, flip_prob=0.0, jitter=False)
+    dataset = SeededTransformDataset(rows, transform, seed=0)
+    touched = []
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        rgbs = [unnormalize(dataset[index]["pixel_values"]) for index in range(8)]
+        touched.append({index for index, rgb in enumerate(rgbs) if (rgb != image).any()})
+        # the same (seed, epoch, row) gives the same strip, in any order
+        assert np.array_equal(unnormalize(dataset[5]["pixel_values"]), rgbs[5])
+    assert all(1 <= len(rows_of_epoch) <= 4 for rows_of_epoch in touched), touched
+    assert len({frozenset(rows_of_epoch) for rows_of_epoch in touched}) == 4, touched  # a different set each epoch
+    assert 6 <= sum(len(rows_of_epoch) for rows_of_epoch in touched) <= 10, touched  # about 8 of 32
+    assert len(set().union(*touched)) > max(len(rows_of_epoch) for rows_of_epoch in touched)
 
 
 def test_jitter_changes_only_the_image():
     image, depth, k, _, _ = synthetic_view(seed=1, index=0, height=30, width=40)
-    transform = DepthTransform(crop_size=None, flip_prob=0.0, jitter=True, cutdepth_every=None, seed=0)
+    transform = DepthTransform(crop_size=None, flip_prob=0.0, jitter=True, cutdepth_prob=0.0, seed=0)
     outs = [transform.sample(image, depth, k) for _ in range(6)]
     assert any(np.abs(unnormalize(o["pixel_values"]) - image).max() > 3 for o in outs)
     for o in outs:

@@ -14,6 +14,7 @@ from mesa_hf.evaluation import (
     TestTimeAugmentation,
     compute_depth_metrics,
     crop_mask,
+    evaluation_mask,
     flip_tta,
     get_protocol,
     median_scale,
@@ -138,6 +139,31 @@ def test_median_scaling_matches_numpy_median():
     ratio = np.median(gt[valid]) / np.median(pred[valid])  # 2 / 5
     np.testing.assert_allclose(scaled.numpy(), pred * ratio, rtol=1e-6)
     assert compute_depth_metrics(0.25 * gt, gt, crop=None, median_scaling=True)["abs_rel"] == pytest.approx(0, abs=1e-7)
+
+
+def test_thresholds_compare_in_the_ground_truths_own_dtype():
+    """float32 1e-3 is 0.0010000000475 (> 1e-3 in float64) but not > 1e-3 in float32, where MIM-Depth compares."""
+    assert float(np.float32(1e-3)) > 1e-3
+    gt32 = np.array([[np.float32(1e-3), 10.0, 2.0, 4.0]], dtype=np.float32)
+    pred = np.array([[5.0, 5.0, 2.0, 2.0]], dtype=np.float32)
+    for gt in (gt32, torch.from_numpy(gt32)):
+        np.testing.assert_array_equal(evaluation_mask(gt, crop=None).numpy(), [[False, False, True, True]])
+        got = compute_depth_metrics(pred, gt, crop=None)
+        assert got["abs_rel"] == pytest.approx((0 + 0.5) / 2)  # only (2, 2) and (2, 4) are scored
+    # float64 ground truth of the same value is above the threshold, as float64 arithmetic says
+    assert evaluation_mask(gt32.astype(np.float64), crop=None)[0, 0]
+    accumulator = DepthMetricAccumulator(crop=None)
+    accumulator.update(pred, gt32)
+    assert accumulator.num_pixels == 2
+
+
+def test_median_scaling_clamps_to_the_depth_range():
+    gt = np.array([[1.0, 2.0, 4.0, 8.0]], dtype=np.float32)
+    pred = np.array([[0.01, 1.0, 1.0, 20.0]], dtype=np.float32)  # median 1 -> ratio 3: 0.03, 3, 3, 60
+    got = compute_depth_metrics(pred, gt, crop=None, min_depth=0.1, max_depth=10.0, median_scaling=True)
+    clamped = np.array([0.1, 3.0, 3.0, 10.0])  # Monodepth2: scaled, then clipped to [min_depth, max_depth]
+    assert got["abs_rel"] == pytest.approx(float(np.mean(np.abs(clamped - gt[0]) / gt[0])))
+    assert got["rmse"] == pytest.approx(float(np.sqrt(np.mean((clamped - gt[0]) ** 2))))
 
 
 def test_accumulator_mean_over_images_and_pooled_pixels():

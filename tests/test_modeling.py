@@ -1,10 +1,10 @@
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForDepthEstimation
+from transformers import AutoModelForDepthEstimation, Swinv2Backbone
 from transformers.modeling_outputs import DepthEstimatorOutput
 
-from mesa_hf import MeSaConfig, MeSaForDepthEstimation
+from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaForMaskedImageModeling, MeSaForSelfSupervisedDepth
 from mesa_hf.losses import silog_loss
 
 from .helpers import tiny_depth_model
@@ -103,3 +103,29 @@ def test_training_step_and_gradient_checkpointing_match():
     assert any(name.startswith("backbone.encoder.layers.0") for name in plain)
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_batch_without_valid_ground_truth_trains_without_error():
+    """Sparse ground truth can leave a whole batch without labels: zero loss, zero gradients, weights unchanged."""
+    model = tiny_depth_model().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    labels = torch.zeros(2, 64, 64)
+    labels[1] = float("nan")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    loss = model(torch.randn(2, 3, 64, 64), labels=labels).loss
+    assert loss.item() == 0.0
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is not None and torch.equal(g, torch.zeros_like(g)) for g in grads.values())
+    optimizer.step()
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    "model_class", [MeSaForDepthEstimation, MeSaForMaskedImageModeling, MeSaForSelfSupervisedDepth]
+)
+def test_base_model_is_the_swinv2_encoder(model_class):
+    """`base_model_prefix` names the real encoder attribute, so transformers' `base_model` is the Swin-V2 backbone."""
+    model = model_class(MeSaConfig.from_preset("test"))
+    assert model.base_model_prefix == "backbone"
+    assert model.base_model is model.backbone and isinstance(model.backbone, Swinv2Backbone)

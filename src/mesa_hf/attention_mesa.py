@@ -2,7 +2,7 @@
 
 `set_window_attention(model, "sdpa")` swaps, in place, every `Swinv2Layer` and `Swinv2SelfAttention` of a model for
 subclasses whose forward runs the cosine window attention through `torch.nn.functional.scaled_dot_product_attention`;
-`set_window_attention(model, "eager")` puts transformers' stock classes back. The swap changes the class of the
+`set_window_attention(model, "eager")` puts transformers' stock computation back. The swap changes the class of the
 existing modules only: no parameter or buffer is added, renamed or reshaped, so state dicts stay interchangeable with
 stock Swin-V2 checkpoints.
 
@@ -22,7 +22,8 @@ What the fused path does, per layer (the maths is the stock module's, see `Swinv
   path whenever the mask needs a gradient.
 
 Attention dropout in training runs SDPA with `dropout_p`; `output_attentions=True` falls back to the stock
-computation for that call.
+computation for that call. Both implementations compute the attention in float32 under fp16/bf16 autocast and with
+half-precision weights (`cosine_attention_in_float32`).
 
 This file is copied next to checkpoints shared with `trust_remote_code`: it imports only torch, transformers and the
 standard library.
@@ -30,6 +31,8 @@ standard library.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import torch
@@ -56,7 +59,8 @@ def set_window_attention(model: nn.Module, implementation: str) -> None:
 
     Args:
         model: any module holding transformers' Swin-V2 layers (`Swinv2Backbone`, `Swinv2Model`, a model around one).
-        implementation: `"sdpa"` (fused, this module) or `"eager"` (transformers' stock modules).
+        implementation: `"sdpa"` (fused, this module) or `"eager"` (transformers' stock computation, run in float32
+            at any precision by `Float32Swinv2SelfAttention`).
 
     Raises:
         ValueError: unknown `implementation`, or `model` holds no `Swinv2Layer`.
@@ -75,7 +79,7 @@ def set_window_attention(model: nn.Module, implementation: str) -> None:
             attention.__class__ = SdpaSwinv2SelfAttention
         else:
             layer.__class__ = Swinv2Layer
-            attention.__class__ = Swinv2SelfAttention
+            attention.__class__ = Float32Swinv2SelfAttention
         for module in (layer, attention):
             module.__dict__.pop("_mesa_cache", None)
 
@@ -282,7 +286,67 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: t
     return _CpuWindowAttention.apply(query, key, value, mask)
 
 
-class SdpaSwinv2SelfAttention(Swinv2SelfAttention):
+# --- precision: Swin-V2's cosine attention always runs in float32 ---------------------------------------------------
+
+_HALF_DTYPES = {torch.float16, torch.bfloat16}
+
+
+@contextlib.contextmanager
+def _float32_tensors(module: nn.Module):
+    """Temporarily replace `module`'s half-precision parameters and buffers by float32 copies (autograd reaches the
+    originals); the caches built from the copies are dropped on exit, so none outlives them."""
+    swapped = []
+    for owner in module.modules():
+        for store in (owner._parameters, owner._buffers):
+            for name, tensor in store.items():
+                if tensor is not None and tensor.dtype in _HALF_DTYPES:
+                    swapped.append((store, name, tensor))
+                    store[name] = tensor.float()
+    try:
+        yield
+    finally:
+        for store, name, tensor in swapped:
+            store[name] = tensor
+        if swapped:
+            for owner in module.modules():
+                owner.__dict__.pop("_mesa_cache", None)
+
+
+def cosine_attention_in_float32(method):
+    """Run a Swin-V2 cosine-attention method in float32 with autocast off; outputs come back in the input's dtype.
+
+    In float16, the 1e-12 floor of the query/key norm underflows to 0, so the all-zero queries of padding tokens give
+    0/0 = NaN, and bfloat16 resolves `exp(logit_scale) * cos(q, k)` (up to 100) only to about 0.5. Under autocast
+    (fp16/bf16 training or inference) and for weights stored in half precision (`from_pretrained(..., dtype=
+    torch.float16)`, a half-precision pipeline) the attention therefore computes in float32; the rest of the network
+    keeps the caller's precision. Float32 and float64 models outside autocast run the method unchanged.
+    """
+
+    @functools.wraps(method)
+    def run(self, hidden_states: torch.Tensor, *args, **kwargs):
+        device_type = hidden_states.device.type
+        dtype = hidden_states.dtype
+        half = {dtype, self.logit_scale.dtype} & _HALF_DTYPES
+        if not half and not torch.is_autocast_enabled(device_type):
+            return method(self, hidden_states, *args, **kwargs)
+        args = tuple(a.float() if torch.is_tensor(a) and a.dtype in _HALF_DTYPES else a for a in args)
+        hidden_states = hidden_states.float() if dtype in _HALF_DTYPES else hidden_states
+        with torch.autocast(device_type, enabled=False), _float32_tensors(self):
+            output = method(self, hidden_states, *args, **kwargs)
+        if isinstance(output, tuple):
+            return tuple(o.to(dtype) if torch.is_tensor(o) else o for o in output)
+        return output.to(dtype)
+
+    return run
+
+
+class Float32Swinv2SelfAttention(Swinv2SelfAttention):
+    """transformers' Swin-V2 self-attention (the `"eager"` implementation) run in float32 at any precision."""
+
+    forward = cosine_attention_in_float32(Swinv2SelfAttention.forward)
+
+
+class SdpaSwinv2SelfAttention(Float32Swinv2SelfAttention):
     """Swin-V2 cosine window attention through `scaled_dot_product_attention`; same parameters as the stock module.
 
     `forward` (the stock signature, used by the stock layer with `output_attentions=True`) stays transformers' code;
@@ -339,6 +403,7 @@ class SdpaSwinv2SelfAttention(Swinv2SelfAttention):
         key = (_tensor_versions(tensors), torch.is_inference_mode_enabled())
         return _cached(self, "qkv", key, build)
 
+    @cosine_attention_in_float32
     def window_attention(self, windows: torch.Tensor, groups: list[int], group_ids: list[int], shift_size: int):
         """Attention within each window.
 

@@ -14,6 +14,7 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 DECODER_TYPES = ("mim", "multiscale")
 POSE_SOURCES = ("network", "dataset")
+DEPTH_HEAD_OUTPUTS = ("depth", "disparity")
 WINDOW_ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 _ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -91,11 +92,18 @@ class MeSaConfig(PreTrainedConfig):
             four stages, FPN-style; learns far faster from scratch at small scale).
         num_deconv, num_filters, deconv_kernels: the MIM-Depth deconvolution decoder.
         decoder_hidden_size (`int`, *optional*): channels after the decoder's 3x3 conv; `None` = `embed_dim`.
-        max_depth, min_depth (`float`): depth range in metres; the head predicts `sigmoid * max_depth`.
+        max_depth, min_depth (`float`): depth range in metres; the head predicts `sigmoid * max_depth` (default
+            `depth_head_output`).
+        depth_head_output (`str`): what the depth heads' sigmoid means. `"depth"` (default, MIM-Depth): depth /
+            `max_depth`, clamped below at `min_depth`. `"disparity"` (Monodepth2's `disp_to_depth`): a disparity
+            between `1 / disp_max_depth` and `1 / disp_min_depth`, so depth spans `[disp_min_depth, disp_max_depth]`.
+            The prototype (docs/design.md §6) found `"depth"` stable where Monodepth2's disparity collapsed the scale
+            with a learned pose.
         silog_lambda (`float`): the variance weight of the SiLog loss.
         mask_ratio, mask_patch_size, norm_target, norm_target_patch_size: the masked (SimMIM) objective.
-        frame_offsets, ssim_weight, smoothness_weight, disp_min_depth, disp_max_depth, num_scales,
-        pose_source, pose_*: the geometric (self-supervised video) objective and its pose network.
+        disp_min_depth, disp_max_depth (`float`): the depth range of `depth_head_output="disparity"`, metres.
+        frame_offsets, ssim_weight, smoothness_weight, num_scales, pose_source, pose_*: the geometric
+            (self-supervised video) objective and its pose network.
         window_attention (`str`): `"sdpa"` (fused) or `"eager"` (transformers' stock Swin-V2 attention).
     """
 
@@ -115,6 +123,9 @@ class MeSaConfig(PreTrainedConfig):
     decoder_hidden_size: int | None = None
     max_depth: float = 10.0
     min_depth: float = 1e-3
+    depth_head_output: str = "depth"
+    disp_min_depth: float = 0.1
+    disp_max_depth: float = 10.0
     initializer_range: float = 0.02
     # supervised objective
     silog_lambda: float = 0.5
@@ -127,8 +138,6 @@ class MeSaConfig(PreTrainedConfig):
     frame_offsets: list[int] | tuple[int, ...] = (-1, 1)
     ssim_weight: float = 0.85
     smoothness_weight: float = 1e-3
-    disp_min_depth: float = 0.1
-    disp_max_depth: float = 10.0
     num_scales: int = 4
     pose_source: str = "network"
     pose_hidden_sizes: list[int] | tuple[int, ...] = (64, 128, 256, 512)
@@ -170,6 +179,8 @@ class MeSaConfig(PreTrainedConfig):
             raise ValueError(f"deconv_kernels entries must be 2, 3 or 4, got {self.deconv_kernels}")
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
+        if self.depth_head_output not in DEPTH_HEAD_OUTPUTS:
+            raise ValueError(f"depth_head_output must be one of {DEPTH_HEAD_OUTPUTS}, got {self.depth_head_output!r}")
         if not 0 < self.disp_min_depth < self.disp_max_depth:
             raise ValueError(
                 f"need 0 < disp_min_depth < disp_max_depth, got {self.disp_min_depth} and {self.disp_max_depth}"

@@ -5,11 +5,21 @@ This file is copied next to checkpoints written for sharing, so it imports only 
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 import torch.nn.functional as F
 
+logger = logging.getLogger(__name__)
 
-def valid_depth_mask(target: torch.Tensor) -> torch.Tensor:
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning(message)
+
+
+def ground_truth_mask(target: torch.Tensor) -> torch.Tensor:
     """Pixels that carry ground truth: finite and > 0 (depth in metres, any shape). Returns a bool tensor."""
     return torch.isfinite(target) & (target > 0)
 
@@ -24,25 +34,30 @@ def silog_loss(
 
     ``d = log(pred) - log(target)`` over the valid pixels of the whole batch. `pred` and `target` are depths in
     metres of the same shape (e.g. (B, H, W)); `valid_mask` defaults to `target > 0` and finite. Returns a scalar.
-    Raises `ValueError` on mismatched shapes, no valid pixel, or non-positive predictions at valid pixels.
+    A batch without any valid pixel (sparse ground truth: KITTI, raw NYUv2 frames) gives a zero loss, still part of
+    the graph so `backward()` works, with zero gradients, and logs a warning once per process.
+    Raises `ValueError` on mismatched shapes or non-positive predictions at valid pixels.
     """
     if pred.shape != target.shape:
         raise ValueError(f"silog_loss: pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
     if valid_mask is None:
-        valid_mask = valid_depth_mask(target)
+        valid_mask = ground_truth_mask(target)
     else:
         if valid_mask.shape != target.shape:
             raise ValueError(f"silog_loss: valid_mask shape {tuple(valid_mask.shape)} != target {tuple(target.shape)}")
-        valid_mask = valid_mask.bool() & valid_depth_mask(target)
-    if not bool(valid_mask.any()):
-        raise ValueError("silog_loss: the target has no valid pixel (all <= 0 or non-finite)")
+        valid_mask = valid_mask.bool() & ground_truth_mask(target)
     pred_valid = pred[valid_mask]
+    if pred_valid.numel() == 0:
+        _warn_once("silog_loss: a batch has no valid ground-truth pixel (all <= 0 or non-finite); its loss is 0")
+        return pred_valid.sum()  # 0, connected to `pred`: backward gives zero gradients
     if bool((pred_valid <= 0).any()):
         raise ValueError("silog_loss: predictions must be > 0 metres at valid pixels")
     diff = torch.log(pred_valid) - torch.log(target[valid_mask])
     variance = (diff**2).mean() - lambd * diff.mean() ** 2
-    # clamp: rounding can make the variance a hair below zero when all log-ratios are equal
-    return torch.sqrt(variance.clamp_min(0.0) + 0.0)
+    # Rounding can make the variance a hair below zero when all log-ratios are equal, and sqrt's gradient at 0 is
+    # infinite (NaN through the chain rule): a variance <= 0 gives a loss of 0 with zero gradients.
+    floored = variance.clamp_min(torch.finfo(variance.dtype).tiny)
+    return torch.where(variance > 0, floored.sqrt(), torch.zeros_like(variance))
 
 
 def _check_nchw(name: str, tensor: torch.Tensor) -> None:
@@ -209,6 +224,7 @@ def norm_targets(pixel_values: torch.Tensor, patch_size: int = 47) -> torch.Tens
 
 __all__ = [
     "edge_aware_smoothness",
+    "ground_truth_mask",
     "mask_to_pixel_mask",
     "min_reprojection_loss",
     "norm_targets",
@@ -216,5 +232,4 @@ __all__ = [
     "silog_loss",
     "simmim_loss",
     "ssim",
-    "valid_depth_mask",
 ]

@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput
 
 from .attention_mesa import set_window_attention
 from .configuration_mesa import MeSaConfig
-from .geometry import pose_vec_to_matrix, warp_frame
+from .geometry import disp_to_depth, pose_vec_to_matrix, warp_frame
 from .losses import (
     edge_aware_smoothness,
     mask_to_pixel_mask,
@@ -126,11 +126,20 @@ class MeSaMultiScaleDecoder(nn.Module):
         return (hidden, intermediate[::-1]) if return_intermediate else hidden
 
 
-class MeSaDepthHead(nn.Module):
-    """conv3x3 - ReLU - conv3x3 to one channel, then ``sigmoid * max_depth``: (B, hidden, H, W) -> (B, H, W) metres.
+def logits_to_depth(logits: torch.Tensor, config: MeSaConfig) -> torch.Tensor:
+    """A depth head's output (any shape) -> depth in metres, as `config.depth_head_output` says.
 
-    The result is clamped below at `min_depth`: a saturated sigmoid would otherwise give exactly 0 m in float32.
+    `"depth"`: ``sigmoid * max_depth`` clamped below at `min_depth` (a saturated sigmoid would otherwise give exactly
+    0 m in float32). `"disparity"`: Monodepth2's ``1 / (1/disp_max_depth + (1/disp_min_depth - 1/disp_max_depth) *
+    sigmoid)``.
     """
+    if config.depth_head_output == "disparity":
+        return disp_to_depth(torch.sigmoid(logits), config.disp_min_depth, config.disp_max_depth)[1]
+    return (torch.sigmoid(logits) * config.max_depth).clamp_min(config.min_depth)
+
+
+class MeSaDepthHead(nn.Module):
+    """conv3x3 - ReLU - conv3x3 to one channel, then `logits_to_depth`: (B, hidden, H, W) -> (B, H, W) metres."""
 
     def __init__(self, config: MeSaConfig):
         super().__init__()
@@ -138,12 +147,10 @@ class MeSaDepthHead(nn.Module):
         self.conv1 = nn.Conv2d(hidden, hidden, kernel_size=3, padding=1)
         self.activation = nn.ReLU()
         self.conv2 = nn.Conv2d(hidden, 1, kernel_size=3, padding=1)
-        self.max_depth = config.max_depth
-        self.min_depth = config.min_depth
+        self.config = config
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.conv2(self.activation(self.conv1(hidden)))
-        return (torch.sigmoid(logits).squeeze(1) * self.max_depth).clamp_min(self.min_depth)
+        return logits_to_depth(self.conv2(self.activation(self.conv1(hidden))).squeeze(1), self.config)
 
 
 class MeSaPreTrainedModel(PreTrainedModel):
@@ -155,7 +162,7 @@ class MeSaPreTrainedModel(PreTrainedModel):
 
     config: MeSaConfig
     config_class = MeSaConfig
-    base_model_prefix = "mesa"
+    base_model_prefix = "backbone"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
@@ -273,7 +280,8 @@ class MeSaPreTrainedModel(PreTrainedModel):
 
 
 class MeSaForDepthEstimation(MeSaPreTrainedModel):
-    """MeSa monocular depth model: Swin-V2 encoder + depth decoder + ``sigmoid * max_depth`` head.
+    """MeSa monocular depth model: Swin-V2 encoder + depth decoder + ``sigmoid * max_depth`` head (or Monodepth2's
+    disparity mapping, `config.depth_head_output`).
 
     `forward(pixel_values (B, 3, H, W), labels (B, H, W) metres or None)` returns a `DepthEstimatorOutput` with
     `predicted_depth` (B, H, W) in metres at the input size (any H, W: padded inside, cropped back) and, with
@@ -537,8 +545,7 @@ class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
             poses = self.predict_poses(pixel_values, source_pixel_values)
         height, width = depth.shape[-2:]
         scale_depths = [depth[:, None]] + [
-            (torch.sigmoid(head(feature)) * self.config.max_depth).clamp_min(self.config.min_depth)
-            for head, feature in zip(self.scale_heads, intermediate)
+            logits_to_depth(head(feature), self.config) for head, feature in zip(self.scale_heads, intermediate)
         ]
         identity = torch.cat(
             [

@@ -8,7 +8,7 @@ from .columns import DEPTH_FEATURES, IMAGE_FEATURES, VIDEO_FEATURES, features_fo
 from .decoders import DEPTH_FORMATS, decode_depth
 from .loaders import DEPTH_DATASET_FORMATS, NYU_INTRINSICS, load_depth_dataset, load_image_dataset
 from .synthetic import synthetic_depth_dataset, synthetic_image_dataset, synthetic_video_dataset
-from .transforms import STAGES, build_transform
+from .transforms import TRANSFORM_NAMES, build_transform
 from .video import VIDEO_DATASET_FORMATS, load_video_dataset
 
 __all__ = [
@@ -17,7 +17,7 @@ __all__ = [
     "DEPTH_FORMATS",
     "IMAGE_FEATURES",
     "NYU_INTRINSICS",
-    "STAGES",
+    "TRANSFORM_NAMES",
     "VIDEO_DATASET_FORMATS",
     "VIDEO_FEATURES",
     "build_transform",

@@ -21,9 +21,11 @@ Geometry follows every operation: crops shift the principal point, resizes scale
 coordinates (``c' = (c + 0.5)·s − 0.5``), horizontal flips map ``cx → W − 1 − cx`` and mirror the poses
 (``T → F T F`` with ``F = diag(−1, 1, 1, 1)``).
 
-Randomness comes from a ``numpy.random.Generator`` owned by the transform (``seed`` argument). MIM-Depth's
-"every 4th sample" CutDepth counts the samples a transform object has seen; with several DataLoader workers each
-worker counts its own samples.
+Randomness comes from a ``numpy.random.Generator`` owned by the transform (``seed`` argument) and replaceable as
+``transform.rng``: the training loop's dataset wrapper sets one per (seed, epoch, row), so every augmentation of a row,
+CutDepth included, depends on nothing else (resume, worker count and draw order do not change it). MIM-Depth applies
+CutDepth to every 4th sample it loads; here each row gets it with probability ``cutdepth_prob`` (a quarter), drawn
+from that generator, so a different quarter of the rows gets it in every epoch.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .columns import relative_poses
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-STAGES = ("supervised", "eval", "geometric", "masked")
+TRANSFORM_NAMES = ("supervised", "eval", "geometric", "masked")  # what `build_transform(stage)` accepts
 
 
 # ---------------------------------------------------------------- geometric operations on (image, depth, K)
@@ -104,7 +106,7 @@ def resize_image(image: np.ndarray, hw: Sequence[int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
-def resize_depth(depth: np.ndarray, hw: Sequence[int]) -> np.ndarray:
+def resize_depth_nearest(depth: np.ndarray, hw: Sequence[int]) -> np.ndarray:
     """Nearest-neighbour resize of a depth map (never blends valid and missing depth)."""
     if tuple(depth.shape) == tuple(hw):
         return depth
@@ -252,9 +254,10 @@ class MaskGenerator:
 
 
 class DepthTransform:
-    """Supervised depth transform (MIM-Depth's NYUv2 recipe when ``train``): CutDepth every ``cutdepth_every``-th
-    sample, horizontal flip (``flip_prob`` 0.5), random crop to ``crop_size``, photometric jitter; optional
-    ``resize`` first. Without ``train`` only the optional resize is applied."""
+    """Supervised depth transform (MIM-Depth's NYUv2 recipe when ``train``): CutDepth with probability
+    ``cutdepth_prob`` (MIM-Depth: every 4th sample), horizontal flip (``flip_prob`` 0.5), random crop to
+    ``crop_size``, photometric jitter; optional ``resize`` first. Without ``train`` only the optional resize is
+    applied."""
 
     def __init__(
         self,
@@ -263,15 +266,16 @@ class DepthTransform:
         resize: tuple[int, int] | None = None,
         flip_prob: float = 0.5,
         jitter: bool = True,
-        cutdepth_every: int | None = 4,
+        cutdepth_prob: float = 0.25,
         max_depth: float = 10.0,
         seed: int | None = None,
     ):
         self.train, self.crop_size, self.resize, self.jitter = train, crop_size, resize, jitter
         self.flip_prob = flip_prob
-        self.cutdepth_every, self.max_depth = cutdepth_every, max_depth
+        if not 0.0 <= cutdepth_prob <= 1.0:
+            raise ValueError(f"cutdepth_prob must be in [0, 1], got {cutdepth_prob}")
+        self.cutdepth_prob, self.max_depth = cutdepth_prob, max_depth
         self.rng = np.random.default_rng(seed)
-        self.count = 0
 
     def sample(self, image, depth, intrinsics=None) -> dict:
         image, depth = _as_rgb(image), _as_depth(depth)
@@ -281,11 +285,10 @@ class DepthTransform:
         if self.resize is not None:
             if k is not None:
                 k = resize_intrinsics(k, image.shape[:2], self.resize)
-            image, depth = resize_image(image, self.resize), resize_depth(depth, self.resize)
+            image, depth = resize_image(image, self.resize), resize_depth_nearest(depth, self.resize)
         if self.train:
-            if self.cutdepth_every and self.count % self.cutdepth_every == 0:
+            if self.cutdepth_prob and self.rng.random() < self.cutdepth_prob:
                 image = cut_depth(image, depth, self.rng, self.max_depth)
-            self.count += 1
             if self.rng.random() < self.flip_prob:
                 image, depth = image[:, ::-1], depth[:, ::-1]
                 k = None if k is None else flip_intrinsics(k, image.shape[1])
@@ -341,7 +344,7 @@ class VideoTransform:
         if self.size is not None:
             k = resize_intrinsics(k, hw, self.size)
             frames = [resize_image(f, self.size) for f in frames]
-            depth = None if depth is None else resize_depth(depth, self.size)
+            depth = None if depth is None else resize_depth_nearest(depth, self.size)
             hw = tuple(self.size)
         if self.train and self.crop_size is not None:
             ch, cw = self.crop_size
@@ -436,4 +439,4 @@ def build_transform(stage: str, **kwargs) -> Callable[[dict], dict]:
         return VideoTransform(**kwargs)
     if stage == "masked":
         return MaskedImageTransform(**kwargs)
-    raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    raise ValueError(f"unknown stage {stage!r}; expected one of {TRANSFORM_NAMES}")

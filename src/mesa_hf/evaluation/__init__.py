@@ -14,9 +14,9 @@ from .metrics import (
     DepthMetricAccumulator,
     compute_depth_metrics,
     crop_mask,
+    evaluation_mask,
     format_metrics_table,
     median_scale,
-    valid_depth_mask,
 )
 from .predict import collect_inputs, predict_to_files, write_depth_outputs
 from .protocols import PROTOCOLS, EvaluationProtocol, get_protocol
@@ -49,6 +49,7 @@ __all__ = [
     "compute_depth_metrics",
     "crop_mask",
     "evaluate_model",
+    "evaluation_mask",
     "flip_tta",
     "format_metrics_table",
     "get_protocol",
@@ -62,7 +63,6 @@ __all__ = [
     "save_ply",
     "sliding_window_offsets",
     "sliding_window_tta",
-    "valid_depth_mask",
     "write_depth_outputs",
     "write_model_card_results",
 ]

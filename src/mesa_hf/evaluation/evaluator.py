@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .inference import DepthPredictor, batches_of_equal_shape, preprocess_images, resize_depth
+from .inference import DepthPredictor, batches_of_equal_shape, preprocess_images, resize_depth_bilinear
 from .metrics import METRIC_NAMES, format_metrics_table
 from .protocols import EvaluationProtocol, get_protocol
 from .tta import TestTimeAugmentation
@@ -139,7 +139,7 @@ def evaluate_model(
             for k, i in enumerate(group):
                 index = start + i
                 gt = _sample_depth(samples[i], index)
-                pred = resize_depth(depth[k], gt.shape)
+                pred = resize_depth_bilinear(depth[k], gt.shape)
                 mask = samples[i].get("mask") if protocol.use_dataset_mask else None
                 try:
                     metrics = accumulator.update(pred, gt, valid_mask=None if mask is None else np.asarray(mask))

@@ -6,8 +6,6 @@ The model is any ``transformers`` depth model whose ``forward(pixel_values)`` re
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,68 +45,15 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         raise ValueError(f"unsupported dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
 
 
-def _is_cosine_attention(module: torch.nn.Module) -> bool:
-    # transformers' Swinv2SelfAttention holds the learned cosine-attention temperature `logit_scale`.
-    return hasattr(module, "logit_scale") and "Attention" in type(module).__name__
-
-
-@contextlib.contextmanager
-def fp32_cosine_attention(model: torch.nn.Module, device_type: str) -> Iterator[int]:
-    """Run every Swin-V2 cosine self-attention in fp32 (autocast off inside) while the context is open.
-
-    Low precision in ``normalize(q) @ normalize(k)ᵀ * exp(logit_scale)`` is what hurts Swin-V2 most; the rest of
-    the network stays under autocast. Yields the number of modules patched.
-    """
-    patched: list[tuple[torch.nn.Module, str]] = []
-    for module in model.modules():
-        if not _is_cosine_attention(module):
-            continue
-        # stock modules run `forward`; the fused SDPA module (mesa_hf.attention_mesa) runs `window_attention`
-        for name in ("forward", "window_attention"):
-            original = getattr(module, name, None)
-            if original is None:
-                continue
-
-            @functools.wraps(original)
-            def in_fp32(*args, _original=original, **kwargs):
-                args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-                kwargs = {
-                    k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()
-                }
-                with torch.autocast(device_type=device_type, enabled=False):
-                    return _original(*args, **kwargs)
-
-            setattr(module, name, in_fp32)
-            patched.append((module, name))
-    try:
-        yield len({id(module) for module, _ in patched})
-    finally:
-        for module, name in patched:
-            delattr(module, name)  # back to the class's method
-
-
-def precision_context(
-    model: torch.nn.Module, device: torch.device, dtype: torch.dtype, fp32_attention: bool = True
-) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` (no-op for fp32), optionally with the cosine attention kept in fp32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
-    if fp32_attention:
-        stack.enter_context(fp32_cosine_attention(model, device.type))
-    return stack
-
-
 class DepthPredictor:
     """Callable ``pixel_values (B, 3, H, W) -> depth (B, H, W)`` float32 metres, with TTA and precision.
 
     Args:
         model: depth model (put in eval mode and moved to ``device`` here).
         device: torch device or name (``None`` = best available).
-        dtype: "fp32", "bf16" or "fp16" (autocast; weights stay fp32).
+        dtype: "fp32", "bf16" or "fp16" (autocast; weights stay fp32; Swin-V2's cosine attention computes in
+            fp32 inside the model, see `mesa_hf.attention_mesa.cosine_attention_in_float32`).
         tta: test-time augmentation applied around the model.
-        fp32_attention: keep Swin-V2's cosine attention in fp32 under bf16/fp16.
     """
 
     def __init__(
@@ -117,12 +62,10 @@ class DepthPredictor:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = "fp32",
         tta: TestTimeAugmentation | None = None,
-        fp32_attention: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.tta = tta or TestTimeAugmentation()
-        self.fp32_attention = fp32_attention
         self.model = model.to(self.device).eval()
 
     def _forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -133,11 +76,11 @@ class DepthPredictor:
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(self.device, dtype=torch.float32)
-        with precision_context(self.model, self.device, self.dtype, self.fp32_attention):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             return self.tta.wrap(self._forward)(pixel_values).float()
 
 
-def resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_depth_bilinear(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize (H, W) or (B, H, W) depth to ``size`` (keeps values within the input range)."""
     if tuple(depth.shape[-2:]) == tuple(size):
         return depth

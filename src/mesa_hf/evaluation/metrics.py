@@ -1,7 +1,8 @@
 """Monocular depth metrics as defined by GLPDepth / MIM-Depth-Estimation ``utils/metrics.py`` (``eval_depth``).
 
-All depths are metres. On the valid pixels (``min_depth < gt < max_depth``, finite, inside the crop and inside an
-optional extra mask), with ``d = log(pred) - log(gt)``:
+All depths are metres. On the valid pixels (``min_depth < gt < max_depth``, compared in the ground truth's own dtype
+as the reference does -- a float32 ``1e-3`` is not above ``1e-3`` --, finite, inside the crop and inside an optional
+extra mask), with ``d = log(pred) - log(gt)`` computed in float64:
 
 - ``d1, d2, d3``: share of pixels with ``max(pred / gt, gt / pred) < 1.25 ** k``
 - ``abs_rel = mean(|pred - gt| / gt)``, ``sq_rel = mean((pred - gt) ** 2 / gt)``
@@ -12,8 +13,10 @@ optional extra mask), with ``d = log(pred) - log(gt)``:
 
 Predictions are treated like the reference ``cropping_img``: ``+-inf`` becomes ``max_depth`` and NaN becomes
 ``min_depth``; with ``clamp_pred=True`` they are also clipped to ``[min_depth, max_depth]`` (the BTS / Monodepth2
-convention). A dataset score is the mean of per-image scores (the published protocol); every metric here is also
-a function of per-pixel sums, so :class:`DepthMetricAccumulator` can pool pixels over a dataset as well.
+convention). With ``median_scaling`` the scaled predictions are always clipped to ``[min_depth, max_depth]``
+(Monodepth2's ``evaluate_depth.py``). A dataset score is the mean of per-image scores (the published protocol);
+every metric here is also a function of per-pixel sums, so :class:`DepthMetricAccumulator` can pool pixels over a
+dataset as well.
 """
 
 from __future__ import annotations
@@ -46,16 +49,17 @@ _SUM_KEYS: tuple[str, ...] = ("n", "abs_rel", "sq_rel", "sq", "log_sq", "log", "
 TensorLike = torch.Tensor | np.ndarray
 
 
-def _as_tensor(x: TensorLike | Sequence, name: str) -> torch.Tensor:
-    """float64 CPU copy of a real-valued torch tensor or numpy array."""
+def _as_tensor(x: TensorLike | Sequence, name: str, dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
+    """CPU copy of a real-valued torch tensor or numpy array, in `dtype` (None: its own dtype)."""
     if isinstance(x, torch.Tensor):
         if x.dtype == torch.bool or x.is_complex():
             raise TypeError(f"{name} must hold real numbers (metres), got dtype {x.dtype}")
-        return x.detach().to(device="cpu", dtype=torch.float64)
+        return x.detach().to(device="cpu", dtype=dtype or x.dtype)
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "fiu":
             raise TypeError(f"{name} must hold real numbers (metres), got dtype {x.dtype}")
-        return torch.from_numpy(np.array(x, dtype=np.float64))  # a copy: also fine for read-only arrays
+        copy = np.array(x, dtype=None if dtype is None else np.float64)  # a copy: also fine for read-only arrays
+        return torch.from_numpy(copy)
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
@@ -95,7 +99,7 @@ def crop_mask(height: int, width: int, crop: str | None) -> torch.Tensor:
     return mask
 
 
-def valid_depth_mask(
+def evaluation_mask(
     gt: TensorLike,
     min_depth: float = 1e-3,
     max_depth: float = 10.0,
@@ -105,8 +109,9 @@ def valid_depth_mask(
     """Boolean mask of evaluated pixels, same shape as ``gt`` ((H, W) or (B, H, W)).
 
     Valid: finite and ``min_depth < gt < max_depth``, inside ``crop``, and (if given) where ``valid_mask`` is true.
+    The range is compared in ``gt``'s own dtype (GLPDepth/MIM-Depth evaluate float32 maps against the thresholds).
     """
-    g = _as_tensor(gt, "gt")
+    g = _as_tensor(gt, "gt", dtype=None)
     if g.ndim not in (2, 3):
         raise ValueError(f"gt must be (H, W) or (B, H, W), got shape {tuple(g.shape)}")
     mask = torch.isfinite(g) & (g > min_depth) & (g < max_depth)
@@ -204,12 +209,13 @@ def _per_image_sums(
     clamp_pred: bool,
     median_scaling: bool,
 ) -> list[dict[str, float]]:
+    mask = evaluation_mask(gt, min_depth, max_depth, crop, valid_mask)
     p, g = _as_batch(pred, gt)
-    mask = valid_depth_mask(g, min_depth, max_depth, crop, valid_mask)
+    mask = mask.reshape(g.shape)
     p = _replace_nonfinite(p, min_depth, max_depth)
     if median_scaling:
         p = median_scale(p, g, mask)
-    if clamp_pred:
+    if clamp_pred or median_scaling:
         p = p.clamp(min_depth, max_depth)
     sums = []
     for i in range(p.shape[0]):
@@ -242,7 +248,8 @@ def compute_depth_metrics(
         valid_mask: optional extra boolean mask ((H, W) or like ``gt``), e.g. iBims-1's invalid/transparent masks.
         clamp_pred: clip predictions to ``[min_depth, max_depth]`` (BTS/Monodepth2) instead of only replacing
             non-finite values (GLPDepth/MIM-Depth).
-        median_scaling: per image, scale ``pred`` by ``median(gt) / median(pred)`` over valid pixels first.
+        median_scaling: per image, scale ``pred`` by ``median(gt) / median(pred)`` over valid pixels first, then
+            clip it to ``[min_depth, max_depth]`` (Monodepth2).
 
     Returns:
         dict with ``abs_rel, sq_rel, rmse, rmse_log, log10, silog, d1, d2, d3`` as Python floats.

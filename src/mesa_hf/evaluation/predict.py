@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .inference import DepthPredictor, batches_of_equal_shape, preprocess_images, resize_depth
+from .inference import DepthPredictor, batches_of_equal_shape, preprocess_images, resize_depth_bilinear
 from .io import Intrinsics, depth_to_points, nyu_intrinsics, save_colormap_png, save_depth_png16, save_ply
 from .tta import TestTimeAugmentation
 
@@ -151,7 +151,7 @@ def predict_depth_batches(
             depth = predictor(stack).cpu()
             for k, i in enumerate(group):
                 height, width = images[i].size[1], images[i].size[0]
-                results[i] = resize_depth(depth[k], (height, width)).numpy().astype(np.float32)
+                results[i] = resize_depth_bilinear(depth[k], (height, width)).numpy().astype(np.float32)
         for i, frame in enumerate(chunk):
             yield frame, images[i], results[i]
 

@@ -351,7 +351,7 @@ class SeededTransformDataset(torch.utils.data.Dataset):
     (seed, epoch, row index), not on the order rows are drawn in.
 
     A resumed run (whose skipped batches are never drawn), DataLoader workers and an uninterrupted run therefore
-    see the same augmentations; MIM-Depth's "every 4th sample" CutDepth becomes every 4th row index. The training
+    see the same augmentations, CutDepth's choice of rows included. The training
     loop calls `set_epoch` at the start of every epoch.
     """
 
@@ -368,8 +368,6 @@ class SeededTransformDataset(torch.utils.data.Dataset):
         index = int(index)
         row = self.dataset[index]
         self.transform.rng = np.random.default_rng([self.seed, self.epoch, index])
-        if hasattr(self.transform, "count"):
-            self.transform.count = index
         out = self.transform({key: [value] for key, value in row.items()})
         return {key: values[0] for key, values in out.items()}
 
@@ -395,7 +393,7 @@ def build_stage_transform(
     stage: str, config: MeSaConfig, image_size: Sequence[int], seed: int | None = None, **options: Any
 ):
     """The training transform of `stage` for crops/frames of `image_size` (H, W); `options` go to the transform
-    class (e.g. ``jitter=False``, ``cutdepth_every=None``)."""
+    class (e.g. ``jitter=False``, ``cutdepth_prob=0.0``)."""
     from ..data.transforms import build_transform
 
     spec = get_stage(stage)
