@@ -243,15 +243,25 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outputs", nargs="+", choices=OUTPUT_KINDS, default=list(OUTPUT_KINDS))
     parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the colour PNG")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable input (default: skip it with a warning, exit 1 at the end)",
+    )
     _add_tta_arguments(parser)
     _add_dtype_argument(parser)
     _add_runtime_arguments(parser, batch_size=4)
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from mesa_hf.evaluation.inference import load_checkpoint
     from mesa_hf.evaluation.io import Intrinsics
     from mesa_hf.evaluation.predict import predict_to_files
+
+    def warn(failure) -> None:
+        tqdm.write(f"mesa-hf predict: warning: skipped {failure.error}", file=sys.stderr)
 
     intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
     model, processor = load_checkpoint(args.checkpoint)
@@ -269,6 +279,8 @@ def run_predict(args: argparse.Namespace) -> int:
         cmap=args.cmap,
         input_size=tuple(args.input_size) if args.input_size else None,
         progress=not args.no_progress,
+        strict=args.strict,
+        on_failure=warn,
     )
     intrinsics_used = sorted({r["intrinsics"] for r in records})
     print(f"predicted {len(records)} images (dtype {args.dtype}, TTA {_tta(args).describe()}) into {args.output_dir}")
@@ -276,7 +288,14 @@ def run_predict(args: argparse.Namespace) -> int:
     if "ply" in args.outputs:
         for line in intrinsics_used:
             print(f"point-cloud intrinsics: {line}")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "predictions.json").write_text(json.dumps(records, indent=2) + "\n")
+    if records.failures:
+        total = len(records) + len(records.failures)
+        print(f"mesa-hf predict: {len(records.failures)} of {total} inputs failed:", file=sys.stderr)
+        for failure in records.failures:
+            print(f"  {failure.error}", file=sys.stderr)
+        return 1
     return 0
 
 
