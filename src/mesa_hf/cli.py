@@ -39,6 +39,8 @@ def register_subcommand(
 
 # ------------------------------------------------------------------------------------------------ shared options
 
+CHECKPOINT_HELP = "checkpoint folder (save_pretrained output) or Hub model id (offline: from the Hugging Face cache)"
+
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -77,7 +79,7 @@ def _tta(args: argparse.Namespace):
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     from mesa_hf.evaluation import PROTOCOLS
 
-    parser.add_argument("checkpoint", help="checkpoint folder (save_pretrained output)")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--data",
         required=True,
@@ -123,6 +125,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mesa_hf.evaluation.folder import open_depth_dataset
     from mesa_hf.evaluation.inference import load_checkpoint
 
+    if args.write_model_card and not Path(args.checkpoint).is_dir():
+        raise ValueError(
+            f"--write-model-card writes into a local checkpoint folder, and {args.checkpoint} is none "
+            f"(for a Hub model: `hf download {args.checkpoint} --local-dir DIR`, then evaluate DIR)"
+        )
     model, processor = load_checkpoint(args.checkpoint)
     dataset = open_depth_dataset(
         args.data,
@@ -172,7 +179,8 @@ def add_cka_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoints",
         nargs="+",
-        help="reference checkpoint A then one or more checkpoints B compared with it (one curve per pair)",
+        help="reference checkpoint A then one or more checkpoints B compared with it (one curve per pair); "
+        + CHECKPOINT_HELP,
     )
     parser.add_argument("--images", required=True, nargs="+", help="image files, folders or lists")
     parser.add_argument("--output-dir", type=Path, required=True, help="writes cka.csv and cka.png here")
@@ -230,7 +238,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="image files, folders (e.g. video frames), image lists (.txt) or animated GIF/TIFF",
     )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument(
         "--intrinsics",

@@ -79,6 +79,56 @@ def atomic_save_pretrained(save, directory: str | os.PathLike) -> Path:
     return directory
 
 
+# Files of a MeSa checkpoint fetched for a Hub id: weights, configs, modelling code, model card.
+CHECKPOINT_FILE_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.md"]
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike, revision: str | None = None) -> Path:
+    """The folder of a checkpoint given as a local folder or a Hub model id (``org/name``).
+
+    A Hub id resolves through `huggingface_hub.snapshot_download`: from the Hugging Face cache when offline
+    (``HF_HUB_OFFLINE=1``) or when the Hub cannot be reached, downloaded otherwise. Raises `FileNotFoundError` with
+    one line saying where the checkpoint was looked for and how to get it.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    repo_id = os.fspath(checkpoint)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(f"checkpoint folder not found: {path}") from None
+    where = f"not a local folder, and not a model in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_FILE_PATTERNS))
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"checkpoint {repo_id!r}: the Hub repository has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"checkpoint {repo_id!r} not found: {where} nor on the Hub (for a private or gated model log in first: "
+            "`hf auth login`)"
+        ) from None
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(
+                f"checkpoint {repo_id!r} not found: {where}; HF_HUB_OFFLINE is set, so it was not downloaded "
+                f"(run `hf download {repo_id}` online, or unset HF_HUB_OFFLINE)"
+            ) from None
+        raise FileNotFoundError(
+            f"checkpoint {repo_id!r} not found: {where}, and the Hub could not be reached (check the connection, "
+            f"or run `hf download {repo_id}` where there is one)"
+        ) from None
+
+
 METRIC_NAMES = {"abs_rel": "AbsRel", "rmse": "RMSE", "log10": "log10", "d1": "δ1", "d2": "δ2", "d3": "δ3"}
 
 
@@ -229,5 +279,6 @@ __all__ = [
     "push_to_hub",
     "remote_code_registration",
     "replace_directory",
+    "resolve_checkpoint",
     "save_for_sharing",
 ]
