@@ -149,6 +149,7 @@ def build_model_card(
     preset: str | None = None,
     stages: list[dict] | None = None,
     results: list[dict] | None = None,
+    baselines: list[dict] | None = None,
     datasets: list[str] | None = None,
     base_model: str | None = None,
     remote_code: bool = True,
@@ -157,7 +158,11 @@ def build_model_card(
 
     `stages`: dicts with name, objective, data, steps, notes (one per training stage, in order).
     `results`: dicts with dataset, protocol (a sentence naming crop, range, scaling and TTA) and the metrics
-    abs_rel, rmse, log10, d1, d2, d3; they also become `model-index` metadata (Hub evaluation results).
+    abs_rel, rmse, log10, d1, d2, d3: the model's own results; they also become `model-index` metadata (Hub
+    evaluation results).
+    `baselines`: rows of the same form for references that are not this model (e.g. the average training depth
+    map), with an optional ``name`` (default: ``dataset``); they go in a table in the card's text only, so the Hub
+    never reads them as the model's results.
     """
     config = model.config
     backbone = config.backbone_config
@@ -187,7 +192,8 @@ def build_model_card(
         eval_results=eval_results or None,
     )
     decoder = "MIM-Depth deconvolution" if config.decoder_type == "mim" else "multi-scale (FPN-style)"
-    formatted = [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in results]
+    formatted = [_format_row(r) for r in results]
+    references = [{"name": r.get("name", r.get("dataset", "")), **_format_row(r)} for r in baselines or []]
     return ModelCard.from_template(
         card_data,
         template_path=str(model_card_template_path()),
@@ -207,7 +213,12 @@ def build_model_card(
         trust_remote_code_arg=", trust_remote_code=True" if remote_code else "",
         stages=stages or [],
         results=formatted,
+        baselines=references,
     )
+
+
+def _format_row(row: dict) -> dict:
+    return {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
 
 
 def save_for_sharing(
