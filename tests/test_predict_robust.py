@@ -57,7 +57,11 @@ def test_predict_skips_bad_files_writes_the_rest_and_exits_non_zero(checkpoint, 
     )
     captured = capsys.readouterr()
     assert status == 1
-    warnings = [line for line in captured.err.splitlines() if "warning: skipped" in line]
+    warnings = [
+        line
+        for line in captured.err.splitlines()
+        if "warning: cannot read image" in line and line.endswith("(skipped)")
+    ]
     assert len(warnings) == 2
     assert "c_corrupt.png" in warnings[0] and "cannot identify image file" in warnings[0]
     assert "d_truncated.jpg" in warnings[1] and "truncated" in warnings[1]

@@ -269,7 +269,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from mesa_hf.evaluation.predict import predict_to_files
 
     def warn(failure) -> None:
-        tqdm.write(f"mesa-hf predict: warning: skipped {failure.error}", file=sys.stderr)
+        tqdm.write(f"mesa-hf predict: warning: {failure.error} (skipped)", file=sys.stderr)
 
     intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
     model, processor = load_checkpoint(args.checkpoint)

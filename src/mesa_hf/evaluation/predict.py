@@ -209,7 +209,7 @@ def predict_depth_batches(
 
 
 def _log_failure(failure: PredictionFailure) -> None:
-    logger.warning("skipped %s", failure.error)
+    logger.warning("%s (skipped)", failure.error)
 
 
 def predict_to_files(
