@@ -107,3 +107,59 @@ def test_processor_round_trip_and_auto_class(tmp_path):
     loaded = AutoImageProcessor.from_pretrained(tmp_path)
     assert type(loaded) is MeSaImageProcessor
     assert loaded.size == processor.size and loaded.ensure_multiple_of == 32 and loaded.keep_aspect_ratio
+
+
+def test_batch_of_different_sizes_is_padded_and_each_depth_map_comes_back_at_its_own_size():
+    from .helpers import tiny_depth_model
+
+    processor = MeSaImageProcessor()
+    landscape, panorama = _rgb(480, 640, seed=1), _rgb(300, 900, seed=2)
+    inputs = processor([landscape, Image.fromarray(panorama)], return_tensors="pt")
+    # 480x640 stays; 300x900 -> scale 640/900 (closest to 1) -> 213x640 -> multiples of 32: 224x640
+    assert inputs["pixel_values"].shape == (2, 3, 480, 640)
+    assert inputs["original_sizes"].tolist() == [[480, 640], [300, 900]]
+    assert inputs["reshaped_input_sizes"].tolist() == [[480, 640], [224, 640]]
+    alone = processor(panorama, return_tensors="pt")["pixel_values"][0]
+    torch.testing.assert_close(inputs["pixel_values"][1, :, :224], alone, rtol=0, atol=0)
+    assert inputs["pixel_values"][1, :, 224:].abs().max() == 0  # zeros after normalisation (the mean colour)
+
+    model = tiny_depth_model(seed=0)
+    with torch.no_grad():
+        outputs = model(**inputs)
+        alone_depth = model(pixel_values=alone[None]).predicted_depth[0]
+    results = processor.post_process_depth_estimation(
+        outputs, target_sizes=inputs["original_sizes"], reshaped_input_sizes=inputs["reshaped_input_sizes"]
+    )
+    assert [tuple(r["predicted_depth"].shape) for r in results] == [(480, 640), (300, 900)]
+    # the un-padded image is untouched by its neighbour; the padded one is close to its prediction alone
+    with torch.no_grad():
+        first_alone = model(**processor(landscape, return_tensors="pt")).predicted_depth[0]
+    torch.testing.assert_close(results[0]["predicted_depth"], first_alone, rtol=0, atol=1e-5)
+    cropped = processor.post_process_depth_estimation(outputs, reshaped_input_sizes=inputs["reshaped_input_sizes"])
+    assert cropped[1]["predicted_depth"].shape == (224, 640)
+    relative = (cropped[1]["predicted_depth"] - alone_depth).abs() / alone_depth
+    assert relative.median() < 0.01 and relative.max() < 0.5
+    with pytest.raises(ValueError, match="reshaped input sizes"):
+        processor.post_process_depth_estimation(outputs, reshaped_input_sizes=[(480, 640)])
+    with pytest.raises(ValueError, match="exceeds its predicted depth map"):
+        processor.post_process_depth_estimation(outputs, reshaped_input_sizes=[(480, 640), (500, 640)])
+
+
+def test_batch_of_same_size_images_equals_each_image_alone():
+    from .helpers import tiny_depth_model
+
+    processor = MeSaImageProcessor(size={"height": 96, "width": 128})
+    images = [_rgb(96, 128, seed=s) for s in range(3)]
+    batch = processor(images, return_tensors="pt")
+    model = tiny_depth_model(seed=0)
+    with torch.no_grad():
+        batched = processor.post_process_depth_estimation(
+            model(**batch), batch["original_sizes"], batch["reshaped_input_sizes"]
+        )
+        for index, image in enumerate(images):
+            single = processor(image, return_tensors="pt")
+            torch.testing.assert_close(single["pixel_values"][0], batch["pixel_values"][index], rtol=0, atol=0)
+            alone = processor.post_process_depth_estimation(model(**single), single["original_sizes"])
+            torch.testing.assert_close(
+                batched[index]["predicted_depth"], alone[0]["predicted_depth"], rtol=0, atol=1e-5
+            )

@@ -39,6 +39,8 @@ def register_subcommand(
 
 # ------------------------------------------------------------------------------------------------ shared options
 
+CHECKPOINT_HELP = "checkpoint folder (save_pretrained output) or Hub model id (offline: from the Hugging Face cache)"
+
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -77,7 +79,7 @@ def _tta(args: argparse.Namespace):
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     from mesa_hf.evaluation import PROTOCOLS
 
-    parser.add_argument("checkpoint", help="checkpoint folder (save_pretrained output)")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--data",
         required=True,
@@ -123,6 +125,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mesa_hf.evaluation.folder import open_depth_dataset
     from mesa_hf.evaluation.inference import load_checkpoint
 
+    if args.write_model_card and not Path(args.checkpoint).is_dir():
+        raise ValueError(
+            f"--write-model-card writes into a local checkpoint folder, and {args.checkpoint} is none "
+            f"(for a Hub model: `hf download {args.checkpoint} --local-dir DIR`, then evaluate DIR)"
+        )
     model, processor = load_checkpoint(args.checkpoint)
     dataset = open_depth_dataset(
         args.data,
@@ -172,7 +179,8 @@ def add_cka_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoints",
         nargs="+",
-        help="reference checkpoint A then one or more checkpoints B compared with it (one curve per pair)",
+        help="reference checkpoint A then one or more checkpoints B compared with it (one curve per pair); "
+        + CHECKPOINT_HELP,
     )
     parser.add_argument("--images", required=True, nargs="+", help="image files, folders or lists")
     parser.add_argument("--output-dir", type=Path, required=True, help="writes cka.csv and cka.png here")
@@ -230,7 +238,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="image files, folders (e.g. video frames), image lists (.txt) or animated GIF/TIFF",
     )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument(
         "--intrinsics",
@@ -243,15 +251,25 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outputs", nargs="+", choices=OUTPUT_KINDS, default=list(OUTPUT_KINDS))
     parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the colour PNG")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable input (default: skip it with a warning, exit 1 at the end)",
+    )
     _add_tta_arguments(parser)
     _add_dtype_argument(parser)
     _add_runtime_arguments(parser, batch_size=4)
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from mesa_hf.evaluation.inference import load_checkpoint
     from mesa_hf.evaluation.io import Intrinsics
     from mesa_hf.evaluation.predict import predict_to_files
+
+    def warn(failure) -> None:
+        tqdm.write(f"mesa-hf predict: warning: {failure.error} (skipped)", file=sys.stderr)
 
     intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
     model, processor = load_checkpoint(args.checkpoint)
@@ -269,6 +287,8 @@ def run_predict(args: argparse.Namespace) -> int:
         cmap=args.cmap,
         input_size=tuple(args.input_size) if args.input_size else None,
         progress=not args.no_progress,
+        strict=args.strict,
+        on_failure=warn,
     )
     intrinsics_used = sorted({r["intrinsics"] for r in records})
     print(f"predicted {len(records)} images (dtype {args.dtype}, TTA {_tta(args).describe()}) into {args.output_dir}")
@@ -276,7 +296,14 @@ def run_predict(args: argparse.Namespace) -> int:
     if "ply" in args.outputs:
         for line in intrinsics_used:
             print(f"point-cloud intrinsics: {line}")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "predictions.json").write_text(json.dumps(records, indent=2) + "\n")
+    if records.failures:
+        total = len(records) + len(records.failures)
+        print(f"mesa-hf predict: {len(records.failures)} of {total} inputs failed:", file=sys.stderr)
+        for failure in records.failures:
+            print(f"  {failure.error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -79,6 +79,56 @@ def atomic_save_pretrained(save, directory: str | os.PathLike) -> Path:
     return directory
 
 
+# Files of a MeSa checkpoint fetched for a Hub id: weights, configs, modelling code, model card.
+CHECKPOINT_FILE_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.md"]
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike, revision: str | None = None) -> Path:
+    """The folder of a checkpoint given as a local folder or a Hub model id (``org/name``).
+
+    A Hub id resolves through `huggingface_hub.snapshot_download`: from the Hugging Face cache when offline
+    (``HF_HUB_OFFLINE=1``) or when the Hub cannot be reached, downloaded otherwise. Raises `FileNotFoundError` with
+    one line saying where the checkpoint was looked for and how to get it.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    repo_id = os.fspath(checkpoint)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(f"checkpoint folder not found: {path}") from None
+    where = f"not a local folder, and not a model in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_FILE_PATTERNS))
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"checkpoint {repo_id!r}: the Hub repository has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"checkpoint {repo_id!r} not found: {where} nor on the Hub (for a private or gated model log in first: "
+            "`hf auth login`)"
+        ) from None
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(
+                f"checkpoint {repo_id!r} not found: {where}; HF_HUB_OFFLINE is set, so it was not downloaded "
+                f"(run `hf download {repo_id}` online, or unset HF_HUB_OFFLINE)"
+            ) from None
+        raise FileNotFoundError(
+            f"checkpoint {repo_id!r} not found: {where}, and the Hub could not be reached (check the connection, "
+            f"or run `hf download {repo_id}` where there is one)"
+        ) from None
+
+
 METRIC_NAMES = {"abs_rel": "AbsRel", "rmse": "RMSE", "log10": "log10", "d1": "δ1", "d2": "δ2", "d3": "δ3"}
 
 
@@ -99,6 +149,7 @@ def build_model_card(
     preset: str | None = None,
     stages: list[dict] | None = None,
     results: list[dict] | None = None,
+    baselines: list[dict] | None = None,
     datasets: list[str] | None = None,
     base_model: str | None = None,
     remote_code: bool = True,
@@ -107,7 +158,11 @@ def build_model_card(
 
     `stages`: dicts with name, objective, data, steps, notes (one per training stage, in order).
     `results`: dicts with dataset, protocol (a sentence naming crop, range, scaling and TTA) and the metrics
-    abs_rel, rmse, log10, d1, d2, d3; they also become `model-index` metadata (Hub evaluation results).
+    abs_rel, rmse, log10, d1, d2, d3: the model's own results; they also become `model-index` metadata (Hub
+    evaluation results).
+    `baselines`: rows of the same form for references that are not this model (e.g. the average training depth
+    map), with an optional ``name`` (default: ``dataset``); they go in a table in the card's text only, so the Hub
+    never reads them as the model's results.
     """
     config = model.config
     backbone = config.backbone_config
@@ -137,7 +192,8 @@ def build_model_card(
         eval_results=eval_results or None,
     )
     decoder = "MIM-Depth deconvolution" if config.decoder_type == "mim" else "multi-scale (FPN-style)"
-    formatted = [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in results]
+    formatted = [_format_row(r) for r in results]
+    references = [{"name": r.get("name", r.get("dataset", "")), **_format_row(r)} for r in baselines or []]
     return ModelCard.from_template(
         card_data,
         template_path=str(model_card_template_path()),
@@ -157,7 +213,12 @@ def build_model_card(
         trust_remote_code_arg=", trust_remote_code=True" if remote_code else "",
         stages=stages or [],
         results=formatted,
+        baselines=references,
     )
+
+
+def _format_row(row: dict) -> dict:
+    return {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
 
 
 def save_for_sharing(
@@ -229,5 +290,6 @@ __all__ = [
     "push_to_hub",
     "remote_code_registration",
     "replace_directory",
+    "resolve_checkpoint",
     "save_for_sharing",
 ]

@@ -15,7 +15,14 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.nn import functional as F
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.image_transforms import PaddingMode, pad
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ChannelDimension,
+    PILImageResampling,
+    get_image_size,
+)
 from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
 
 _PIL_MODES_TO_RGB = {"RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "L", "1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -110,6 +117,15 @@ class MeSaImageProcessor(DPTImageProcessorPil):
     stride) near `size` (default 480x640, NYUv2's resolution: scaling as little as possible), rescales to [0, 1] and
     normalises with the ImageNet mean/std. Accepts RGB, RGBA, grayscale, 16-bit and EXIF-rotated images, paths,
     numpy arrays and tensors. `post_process_depth_estimation` returns depth in metres at each original size.
+
+    A batch of images whose resized sizes differ is padded to the largest one at the bottom and right with zeros
+    after normalisation (the ImageNet mean colour), as transformers' DETR and SAM processors pad batches. The
+    output then holds, besides `pixel_values` (B, 3, H, W), each image's `original_sizes` (B, 2) and
+    `reshaped_input_sizes` (B, 2: its content before padding), which `post_process_depth_estimation` uses to crop
+    each map back to its content and resize it to its own size. The model ignores both keys, so `model(**inputs)`
+    works. Padding is not free for the other content: Swin-V2 windows and the decoder's convolutions let padded
+    pixels change the depth of real pixels near the padding (docs/prediction.md measures how much); same-size
+    images are never padded.
     """
 
     model_input_names = ["pixel_values"]
@@ -135,27 +151,71 @@ class MeSaImageProcessor(DPTImageProcessorPil):
             arrays = [load_rgb_image(images)]
         kwargs.pop("input_data_format", None)
         kwargs.pop("do_convert_rgb", None)
-        return super().preprocess(arrays, input_data_format="channels_last", do_convert_rgb=False, **kwargs)
+        return_tensors = kwargs.pop("return_tensors", None)
+        data_format = ChannelDimension(kwargs.get("data_format") or ChannelDimension.FIRST)
+        processed = super().preprocess(
+            arrays, input_data_format="channels_last", do_convert_rgb=False, return_tensors=None, **kwargs
+        )["pixel_values"]
+        reshaped_input_sizes = [get_image_size(image, channel_dim=data_format) for image in processed]
+        data = {
+            "pixel_values": self.pad_to_largest(processed, reshaped_input_sizes, data_format),
+            "original_sizes": [array.shape[:2] for array in arrays],
+            "reshaped_input_sizes": reshaped_input_sizes,
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @staticmethod
+    def pad_to_largest(
+        images: list[np.ndarray], sizes: list[tuple[int, int]], data_format: ChannelDimension
+    ) -> list[np.ndarray]:
+        """Zero-pad each image at the bottom and right to the largest height and width among `sizes` (H, W)."""
+        height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+        return [
+            image
+            if (h, w) == (height, width)
+            else pad(
+                image,
+                padding=((0, height - h), (0, width - w)),
+                mode=PaddingMode.CONSTANT,
+                constant_values=0.0,
+                data_format=data_format,
+                input_data_format=data_format,
+            )
+            for image, (h, w) in zip(images, sizes)
+        ]
 
     def post_process_depth_estimation(
-        self, outputs: Any, target_sizes: torch.Tensor | Sequence[tuple[int, int]] | None = None
+        self,
+        outputs: Any,
+        target_sizes: torch.Tensor | Sequence[tuple[int, int]] | None = None,
+        reshaped_input_sizes: torch.Tensor | Sequence[tuple[int, int]] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
-        """Resize each `outputs.predicted_depth` (B, h, w) map to its `target_sizes` entry (H, W), in metres.
+        """Crop each `outputs.predicted_depth` (B, h, w) map to its `reshaped_input_sizes` entry (the image's
+        content before batch padding) and resize it to its `target_sizes` entry (H, W), in metres.
 
-        Bilinear resizing keeps values inside the predicted range (bicubic would overshoot past max_depth or 0).
-        Returns one `{"predicted_depth": (H, W) tensor}` per image.
+        For a padded batch pass both from the processor's output: ``target_sizes=inputs["original_sizes"],
+        reshaped_input_sizes=inputs["reshaped_input_sizes"]``. Bilinear resizing keeps values inside the predicted
+        range (bicubic would overshoot past max_depth or 0). Returns one `{"predicted_depth": (H, W) tensor}` per
+        image.
         """
         predicted_depth = outputs["predicted_depth"] if isinstance(outputs, dict) else outputs.predicted_depth
         if predicted_depth.ndim == 4 and predicted_depth.shape[1] == 1:
             predicted_depth = predicted_depth[:, 0]
         if predicted_depth.ndim != 3:
             raise ValueError(f"predicted_depth must be (batch, height, width), got {tuple(predicted_depth.shape)}")
-        if target_sizes is not None and len(target_sizes) != len(predicted_depth):
-            raise ValueError(
-                f"got {len(target_sizes)} target sizes for a batch of {len(predicted_depth)} predicted depth maps"
-            )
+        for name, sizes in (("target sizes", target_sizes), ("reshaped input sizes", reshaped_input_sizes)):
+            if sizes is not None and len(sizes) != len(predicted_depth):
+                raise ValueError(f"got {len(sizes)} {name} for a batch of {len(predicted_depth)} predicted depth maps")
         results = []
         for index, depth in enumerate(predicted_depth):
+            if reshaped_input_sizes is not None:
+                height, width = (int(s) for s in reshaped_input_sizes[index])
+                if height > depth.shape[0] or width > depth.shape[1]:
+                    raise ValueError(
+                        f"reshaped input size {(height, width)} of image {index} exceeds its predicted depth map "
+                        f"{tuple(depth.shape)}"
+                    )
+                depth = depth[:height, :width]
             if target_sizes is not None:
                 size = tuple(int(s) for s in target_sizes[index])
                 if size != tuple(depth.shape):

@@ -127,21 +127,19 @@ def image_size(image: Any) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def load_checkpoint(checkpoint: str | Any) -> tuple[torch.nn.Module, Any]:
-    """(MeSaForDepthEstimation, MeSaImageProcessor) from a local checkpoint folder (offline).
+def load_checkpoint(checkpoint: str | Any, revision: str | None = None) -> tuple[torch.nn.Module, Any]:
+    """(MeSaForDepthEstimation, MeSaImageProcessor) from a local checkpoint folder or a Hub model id (offline:
+    from the Hugging Face cache; see `mesa_hf.hub.resolve_checkpoint`).
 
     Checkpoints of other MeSa objectives load too (the encoder is carried; a missing depth decoder is freshly
     initialised), which is what layer-wise CKA of the encoder needs.
     """
-    from pathlib import Path
-
     from mesa_hf import MeSaForDepthEstimation, MeSaImageProcessor
+    from mesa_hf.hub import resolve_checkpoint
 
-    path = Path(checkpoint)
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder not found: {path}")
+    path = resolve_checkpoint(checkpoint, revision=revision)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint folder: no config.json")
+        raise FileNotFoundError(f"{checkpoint} is not a checkpoint folder: no config.json")
     model = MeSaForDepthEstimation.from_pretrained(path)
     if (path / "preprocessor_config.json").is_file():
         processor = MeSaImageProcessor.from_pretrained(path)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,16 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 OUTPUT_KINDS = ("png16", "npy", "color", "ply")
 
+logger = logging.getLogger(__name__)
+
+
+class UnreadableImageError(ValueError):
+    """An input that cannot be read as an image (missing, corrupt, truncated): a batch skips it unless strict."""
+
+
+# What PIL and the RGB conversion raise for a bad file (truncated data: OSError; broken chunks: SyntaxError).
+_READ_ERRORS = (OSError, EOFError, SyntaxError, ValueError, Image.DecompressionBombError)
+
 
 @dataclass(frozen=True)
 class InputFrame:
@@ -31,23 +42,49 @@ class InputFrame:
     name: str
     frame: int | None = None
 
+    @property
+    def source(self) -> str:
+        """The file, with ``#<frame>`` for a frame of a multi-frame file."""
+        return str(self.path) + (f"#{self.frame}" if self.frame is not None else "")
+
     def load(self) -> Image.Image:
         """The frame as an RGB PIL image (EXIF rotation applied; 16-bit / grayscale / RGBA handled like
-        ``MeSaImageProcessor``)."""
+        ``MeSaImageProcessor``). Raises `UnreadableImageError` naming the file for a missing, corrupt or
+        truncated image."""
         from mesa_hf.image_processing_mesa import load_rgb_image
 
         where = f"{self.path}" + (f" frame {self.frame}" if self.frame is not None else "")
+        if not self.path.is_file():
+            raise UnreadableImageError(f"cannot read image {where}: file not found")
         try:
             with Image.open(self.path) as im:
                 if self.frame is not None:
                     im.seek(self.frame)
                 im.load()
                 return Image.fromarray(load_rgb_image(im))
-        except (OSError, EOFError) as error:
-            raise ValueError(f"cannot read image {where}: {error}") from error
+        except _READ_ERRORS as error:
+            raise UnreadableImageError(f"cannot read image {where}: {error}") from error
 
 
-def _frames_of_file(path: Path) -> list[InputFrame]:
+@dataclass(frozen=True)
+class PredictionFailure:
+    """An input skipped by `predict_to_files`: its ``source`` (file, ``#frame``) and the one-line ``error``."""
+
+    source: str
+    error: str
+
+
+class PredictionRecords(list):
+    """The records of the images predicted (a list, one dict per image) and the ``failures`` skipped."""
+
+    def __init__(self, records: Sequence[dict[str, Any]] = (), failures: Sequence[PredictionFailure] = ()):
+        super().__init__(records)
+        self.failures: list[PredictionFailure] = list(failures)
+
+
+def _frames_of_file(path: Path, missing_ok: bool = False) -> list[InputFrame]:
+    """The frames of one input; a missing (``missing_ok``) or unreadable image becomes one frame that fails to
+    load, so a batch reports it with the others instead of stopping before it starts."""
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
         raise ValueError(
@@ -60,17 +97,17 @@ def _frames_of_file(path: Path) -> list[InputFrame]:
         if not entries:
             raise ValueError(f"image list {path} is empty")
         resolved = [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
-        return [f for p in resolved for f in _frames_of_file(p)]
-    if not path.exists():
+        return [f for p in resolved for f in _frames_of_file(p, missing_ok=True)]
+    if not path.exists() and not missing_ok:
         raise FileNotFoundError(f"input not found: {path}")
     if suffix not in IMAGE_EXTENSIONS:
         raise ValueError(f"{path}: not an image ({', '.join(IMAGE_EXTENSIONS)}), image list or folder")
-    if suffix in MULTI_FRAME_EXTENSIONS:
+    if suffix in MULTI_FRAME_EXTENSIONS and path.is_file():
         try:
             with Image.open(path) as im:
                 count = getattr(im, "n_frames", 1)
-        except OSError as error:
-            raise ValueError(f"cannot read image {path}") from error
+        except _READ_ERRORS:
+            count = 1  # reported when the frame is loaded
         if count > 1:
             return [InputFrame(path, f"{path.stem}_{i:05d}", i) for i in range(count)]
     return [InputFrame(path, path.stem)]
@@ -140,11 +177,26 @@ def predict_depth_batches(
     image_processor: Any,
     batch_size: int = 4,
     input_size: tuple[int, int] | None = None,
+    on_failure: Callable[[InputFrame, UnreadableImageError], None] | None = None,
 ) -> Iterator[tuple[InputFrame, Image.Image, np.ndarray]]:
-    """Yield (frame, RGB image, depth (H, W) float32 metres at the image's size) in input order."""
+    """Yield (frame, RGB image, depth (H, W) float32 metres at the image's size) in input order.
+
+    A frame that cannot be read raises `UnreadableImageError`, or, with ``on_failure``, is passed to it and
+    skipped (the batch is filled with the readable frames of its chunk).
+    """
     for start in range(0, len(frames), batch_size):
-        chunk = frames[start : start + batch_size]
-        images = [frame.load() for frame in chunk]
+        chunk, images = [], []
+        for frame in frames[start : start + batch_size]:
+            try:
+                images.append(frame.load())
+            except UnreadableImageError as error:
+                if on_failure is None:
+                    raise
+                on_failure(frame, error)
+                continue
+            chunk.append(frame)
+        if not chunk:
+            continue
         pixel_values = preprocess_images(image_processor, images, input_size)
         results: dict[int, np.ndarray] = {}
         for group, stack in batches_of_equal_shape(pixel_values, batch_size):
@@ -154,6 +206,10 @@ def predict_depth_batches(
                 results[i] = resize_depth_bilinear(depth[k], (height, width)).numpy().astype(np.float32)
         for i, frame in enumerate(chunk):
             yield frame, images[i], results[i]
+
+
+def _log_failure(failure: PredictionFailure) -> None:
+    logger.warning("%s (skipped)", failure.error)
 
 
 def predict_to_files(
@@ -170,17 +226,31 @@ def predict_to_files(
     cmap: str = "magma_r",
     input_size: tuple[int, int] | None = None,
     progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Predict depth for every input frame and write the requested outputs; returns one record per frame
-    (name, source, size, intrinsics used, written paths, depth range)."""
+    strict: bool = False,
+    on_failure: Callable[[PredictionFailure], None] | None = _log_failure,
+) -> PredictionRecords:
+    """Predict depth for every input frame and write the requested outputs.
+
+    Returns one record per predicted frame (name, source, size, intrinsics used, written paths, depth range);
+    inputs that cannot be read (missing, corrupt, truncated) are skipped and listed in the result's
+    ``failures``, each passed to ``on_failure`` as it occurs (default: a logged warning). With ``strict`` the
+    first unreadable input raises `UnreadableImageError` instead.
+    """
     from .evaluator import _default_image_processor
 
     frames = collect_inputs(sources)
     image_processor = image_processor or _default_image_processor(model)
     predictor = DepthPredictor(model, device=device, dtype=dtype, tta=tta)
-    records = []
+    records = PredictionRecords()
+
+    def skip(frame: InputFrame, error: UnreadableImageError) -> None:
+        failure = PredictionFailure(frame.source, str(error))
+        records.failures.append(failure)
+        if on_failure is not None:
+            on_failure(failure)
+
     for frame, image, depth in tqdm(
-        predict_depth_batches(predictor, frames, image_processor, batch_size, input_size),
+        predict_depth_batches(predictor, frames, image_processor, batch_size, input_size, None if strict else skip),
         total=len(frames),
         desc="predict",
         disable=not progress,
@@ -191,7 +261,7 @@ def predict_to_files(
         records.append(
             {
                 "name": frame.name,
-                "source": str(frame.path) + (f"#{frame.frame}" if frame.frame is not None else ""),
+                "source": frame.source,
                 "height": int(depth.shape[0]),
                 "width": int(depth.shape[1]),
                 "intrinsics": frame_intrinsics.describe(),

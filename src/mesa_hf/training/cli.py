@@ -171,7 +171,8 @@ def push_stage_folder(folder: str | os.PathLike, repo_id: str, private: bool = F
         repo_id=repo_id,
         image_processor=processor,
         stages=recorded.get("stages") or [],
-        results=card_results(recorded),
+        results=card_results(recorded)[:1],
+        baselines=card_results(recorded)[1:],
     )
     url = push_to_hub(
         model,

@@ -804,7 +804,8 @@ def _finish_stage_folder(output_dir, stages, stage_result, model, model_id, proc
         model_id=model_id or output_dir.name,
         image_processor=processor,
         stages=stages,
-        results=results,
+        results=results[:1],
+        baselines=results[1:],  # the average-depth-map baseline: card text only
         remote_code=False,
     )
     card.save(output_dir / "README.md")
