@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mesa_hf.data.specs import load_dataset_spec
+from mesa_hf.data.specs import FolderOptions, load_dataset_spec
 from mesa_hf.training.cli import (
     add_training_arguments,
     check_hub_arguments,
@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset_split", default=None, help="training split (nyu_mat: train)")
     parser.add_argument("--file_list", default=None, help="BTS file list for nyu_sync folders")
     parser.add_argument("--splits_path", default=None, help="splits.mat for the labelled NYUv2 .mat file")
+    parser.add_argument("--depth_scale", type=float, default=None, help="depth data: metres per stored unit")
+    parser.add_argument("--image_pattern", default=None, help="folder:PATH datasets: glob of the RGB files")
+    parser.add_argument("--depth_pattern", default=None, help="folder:PATH datasets: glob of the depth files")
     parser.add_argument(
         "--depth_picture", default=None, help="an RGB image to run the fine-tuned pipeline on ('synthetic' = a view)"
     )
@@ -86,14 +89,20 @@ def main(argv=None) -> int:
     setup_logging()
     synthetic = args.dataset == "synthetic"
     dataset = eval_dataset = None
-    if not synthetic:
-        options = {k: v for k, v in (("file_list", args.file_list), ("splits_path", args.splits_path)) if v}
-        dataset = load_dataset_spec(
-            args.dataset, "depth", split=args.dataset_split, cache_dir=args.cache_dir, **options
-        )
-    if args.eval_dataset:
-        options = {"splits_path": args.splits_path} if args.splits_path else {}
-        eval_dataset = load_dataset_spec(args.eval_dataset, "depth", split="test", cache_dir=args.cache_dir, **options)
+    folder = FolderOptions(args.depth_scale, args.image_pattern, args.depth_pattern)
+    try:
+        if not synthetic:
+            options = {k: v for k, v in (("file_list", args.file_list), ("splits_path", args.splits_path)) if v}
+            dataset = load_dataset_spec(
+                args.dataset, "depth", split=args.dataset_split, cache_dir=args.cache_dir, folder=folder, **options
+            )
+        if args.eval_dataset:
+            options = {"splits_path": args.splits_path} if args.splits_path else {}
+            eval_dataset = load_dataset_spec(
+                args.eval_dataset, "depth", split="test", cache_dir=args.cache_dir, folder=folder, **options
+            )
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"finetune.py: error: {error}")
     result = run_stage(
         "finetune",
         args.model_name_or_path,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mesa_hf.data.specs import load_dataset_spec
+from mesa_hf.data.specs import FolderOptions, load_dataset_spec
 from mesa_hf.training.cli import (
     add_training_arguments,
     check_hub_arguments,
@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--splits_path", default=None, help="splits.mat for the labelled NYUv2 .mat file")
     parser.add_argument("--frame_offsets", type=int, nargs="+", default=None, help="geometric: source frames")
     parser.add_argument("--pose_source", choices=("network", "dataset"), default=None, help="geometric stage poses")
+    parser.add_argument("--depth_scale", type=float, default=None, help="depth data: metres per stored unit")
+    parser.add_argument("--image_pattern", default=None, help="folder:PATH datasets: glob of the RGB files")
+    parser.add_argument("--depth_pattern", default=None, help="folder:PATH datasets: glob of the depth files")
     add_training_arguments(parser)
     args = parser.parse_args(argv)
     check_hub_arguments(parser, args)
@@ -70,13 +73,8 @@ def stage_datasets(args) -> dict[str, str]:
     return {args.objective: args.dataset}
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    setup_logging()
-    specs = stage_datasets(args)
-    synthetic = all(spec == "synthetic" for spec in specs.values())
-    preset = args.preset or ("demo" if synthetic else "base")
-    datasets, eval_datasets = {}, {}
+def load_datasets(args, specs, folder, datasets, eval_datasets) -> None:
+    """Load each stage's training (and held-out) dataset from its spec into `datasets` / `eval_datasets`."""
     for stage, spec in specs.items():
         if spec == "synthetic":
             continue
@@ -84,11 +82,28 @@ def main(argv=None) -> int:
         options = {}
         if kind == "depth":
             options = {k: v for k, v in (("file_list", args.file_list), ("splits_path", args.splits_path)) if v}
+            options["folder"] = folder
         if kind == "video" and args.frame_offsets:
             options["frame_offsets"] = tuple(args.frame_offsets)
         datasets[stage] = load_dataset_spec(spec, kind, split=args.dataset_split, cache_dir=args.cache_dir, **options)
         if args.eval_dataset and kind != "images":
-            eval_datasets[stage] = load_dataset_spec(args.eval_dataset, "depth", split="test", cache_dir=args.cache_dir)
+            eval_datasets[stage] = load_dataset_spec(
+                args.eval_dataset, "depth", split="test", cache_dir=args.cache_dir, folder=folder
+            )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    specs = stage_datasets(args)
+    synthetic = all(spec == "synthetic" for spec in specs.values())
+    preset = args.preset or ("demo" if synthetic else "base")
+    datasets, eval_datasets = {}, {}
+    folder = FolderOptions(args.depth_scale, args.image_pattern, args.depth_pattern)
+    try:
+        load_datasets(args, specs, folder, datasets, eval_datasets)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"pretrain.py: error: {error}")
     config_overrides = {}
     if args.pose_source:
         config_overrides["pose_source"] = args.pose_source

@@ -135,7 +135,17 @@ def test_evaluate_nyu_test10_prints_table_and_tta_changes_numbers(checkpoint, sh
     # the same images through mesa_hf.data's CSV loader (depth PNG in mm) score the same as the folder reader
     csv_json = tmp_path / "csv.json"
     args = ["evaluate", str(checkpoint), "--data", str(data / "nyu2_mini_test.csv"), "--data-format", "csv"]
-    args += ["--depth-format", "png", "--max-samples", "2", "--no-progress", "--output-json", str(csv_json)]
+    args += [
+        "--depth-format",
+        "png",
+        "--depth-scale",
+        "0.001",
+        "--max-samples",
+        "2",
+        "--no-progress",
+        "--output-json",
+        str(csv_json),
+    ]
     assert main(args) == 0
     via_data_layer = json.loads(csv_json.read_text())
     for key in METRIC_NAMES:
@@ -204,10 +214,10 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
 
     from mesa_hf.evaluation import compute_depth_metrics, get_protocol
     from mesa_hf.evaluation.evaluator import evaluate_model
-    from mesa_hf.evaluation.folder import DepthFolder, open_depth_dataset
+    from mesa_hf.evaluation.folder import open_depth_dataset
     from mesa_hf.evaluation.inference import resize_depth_bilinear
 
-    folder = DepthFolder(shared_data / "ibims1_partial2")  # rgb/*.png + depth/*.npy (1, 1, 480, 640) metres
+    folder = open_depth_dataset(shared_data / "ibims1_partial2")  # rgb/*.png + depth/*.npy (1, 1, 480, 640) metres
     assert len(folder) == 2
     samples = [folder[i] for i in range(2)]
     assert samples[0]["depth"].shape == (480, 640) and (samples[0]["depth"] == 0).any()

@@ -87,7 +87,7 @@ def test_kitti_is_value_over_256(tmp_path):
 def test_7scenes_invalid_code_and_generic_png_scale(tmp_path):
     write_png16(tmp_path / "d.png", [[1000, 65535], [0, 2500]])
     np.testing.assert_array_equal(decode_depth(tmp_path / "d.png", "7scenes"), [[1.0, 0.0], [0.0, 2.5]])
-    np.testing.assert_allclose(decode_depth(tmp_path / "d.png", "png", depth_scale=100.0)[1], [0.0, 25.0])
+    np.testing.assert_allclose(decode_depth(tmp_path / "d.png", "png", depth_scale=0.01)[1], [0.0, 25.0])
     with pytest.raises(ValueError, match="depth_scale"):
         decode_depth(tmp_path / "d.png", "png")
     with pytest.raises(ValueError, match="unknown depth_format"):
@@ -221,7 +221,7 @@ def make_folder(tmp_path, n=3, depth_mm=2000):
 
 
 def load_folder(root, tmp_path, **kwargs):
-    kwargs = {"depth_format": "png", "depth_scale": 1000.0, "cache_dir": str(tmp_path / "c"), **kwargs}
+    kwargs = {"depth_format": "png", "depth_scale": 0.001, "cache_dir": str(tmp_path / "c"), **kwargs}
     return load_depth_dataset("folder", root, image_pattern="*_image.png", depth_pattern="*_depth.png", **kwargs)
 
 

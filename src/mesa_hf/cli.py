@@ -83,22 +83,37 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="dataset folder: image/depth pairs (CSV image_path,depth_path; rgb/ + depth/; image_*/depth_*) "
-        "or a datasets save_to_disk folder with image/depth columns",
+        help="an RGB-D folder, read as training's folder:PATH (image_N + depth_N, rgb/ + depth/ with matching names, "
+        "*_rgb + *_depth, BTS sync, a CSV image_path,depth_path inside, a datasets save_to_disk folder), "
+        "or a FORMAT:PATH dataset spec as the training scripts take (nyuv2:labeled.mat, ibims1:PATH, ...)",
     )
     parser.add_argument(
         "--data-format",
+        "--data_format",
         default="auto",
-        help="'auto' (folder of pairs or save_to_disk folder) or a mesa_hf.data.load_depth_dataset format: "
-        "nyu_mat (+ --splits-path --split test: the official 654 NYUv2 test images), nyu_sync, ibims1, csv, ...",
+        help="'auto' (a folder or FORMAT:PATH) or a mesa_hf.data.load_depth_dataset format: "
+        "nyu_mat (+ --splits-path: the official 654 NYUv2 test images), nyu_sync, ibims1, csv, ...",
     )
-    parser.add_argument("--split", default=None, help="split for nyu_mat / parquet / DatasetDict folders")
-    parser.add_argument("--splits-path", default=None, help="splits.mat for --data-format nyu_mat")
-    parser.add_argument("--file-list", default=None, help="BTS file list for --data-format nyu_sync")
-    parser.add_argument("--depth-format", default=None, help="depth file format for --data-format folder/csv")
+    parser.add_argument(
+        "--split", default=None, help="split of nyu_mat / hub datasets (default: test; nyu_mat 'all') or DatasetDicts"
+    )
+    parser.add_argument("--splits-path", "--splits_path", default=None, help="splits.mat for nyu_mat")
+    parser.add_argument("--file-list", "--file_list", default=None, help="BTS file list for --data-format nyu_sync")
+    parser.add_argument(
+        "--depth-scale",
+        "--depth_scale",
+        type=float,
+        default=None,
+        help="metres per stored depth unit (0.001 for mm, 0.0002 TUM, 0.00390625 KITTI); default: 16-bit depth is "
+        "millimetres (or its PNG's depth_scale text chunk), float .npy/TIFF is metres",
+    )
+    parser.add_argument("--image-pattern", "--image_pattern", default=None, help="glob of the RGB files in --data")
+    parser.add_argument("--depth-pattern", "--depth_pattern", default=None, help="glob of the depth files in --data")
+    parser.add_argument(
+        "--depth-format", "--depth_format", default=None, help="depth file format (sunrgbd, nyu_disparity, kitti, ...)"
+    )
     parser.add_argument("--protocol", default="nyuv2", choices=sorted(PROTOCOLS), help="evaluation protocol")
     parser.add_argument("--median-scaling", action="store_true", help="per-image median scaling (self-supervised)")
-    parser.add_argument("--depth-scale", type=float, default=0.001, help="metres per unit of 16-bit depth PNGs")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--output-json", type=Path, default=None, help="write the result as JSON here")
     parser.add_argument(
@@ -130,6 +145,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"--write-model-card writes into a local checkpoint folder, and {args.checkpoint} is none "
             f"(for a Hub model: `hf download {args.checkpoint} --local-dir DIR`, then evaluate DIR)"
         )
+    if args.no_progress:
+        import datasets
+
+        datasets.disable_progress_bars()
     model, processor = load_checkpoint(args.checkpoint)
     dataset = open_depth_dataset(
         args.data,
@@ -139,6 +158,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split=args.split,
         splits_path=args.splits_path,
         file_list=args.file_list,
+        image_pattern=args.image_pattern,
+        depth_pattern=args.depth_pattern,
     )
     protocol = get_protocol(args.protocol, **({"median_scaling": True} if args.median_scaling else {}))
     result = evaluate_model(

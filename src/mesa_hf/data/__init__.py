@@ -6,6 +6,7 @@ Column names of the three dataset kinds (``depth``, ``video``, ``images``) are d
 
 from .columns import DEPTH_FEATURES, IMAGE_FEATURES, VIDEO_FEATURES, features_for, intrinsics_matrix, relative_poses
 from .decoders import DEPTH_FORMATS, decode_depth
+from .folder import FolderLayoutError, find_rgbd_pairs
 from .loaders import DEPTH_DATASET_FORMATS, NYU_INTRINSICS, load_depth_dataset, load_image_dataset
 from .synthetic import synthetic_depth_dataset, synthetic_image_dataset, synthetic_video_dataset
 from .transforms import TRANSFORM_NAMES, build_transform
@@ -20,9 +21,11 @@ __all__ = [
     "TRANSFORM_NAMES",
     "VIDEO_DATASET_FORMATS",
     "VIDEO_FEATURES",
+    "FolderLayoutError",
     "build_transform",
     "decode_depth",
     "features_for",
+    "find_rgbd_pairs",
     "intrinsics_matrix",
     "load_depth_dataset",
     "load_image_dataset",

@@ -1,24 +1,33 @@
 """Readers for RGB files and the depth file formats of public RGB-D datasets, each returning float32 metres.
 
-Every decoder returns a float32 (H, W) array in metres with 0 where the file marks no measurement. Scales:
+Every decoder returns a float32 (H, W) array in metres with 0 where the file marks no measurement.
+``depth_scale`` means the same everywhere in mesa-hf: **metres per stored unit** (0.001 for millimetres).
 
 ========================  =====================================================================================
 format                    metres from the stored value ``v``
 ========================  =====================================================================================
-``"png_mm"`` / ``"nyu"``  uint16 PNG, ``v / 1000`` (NYUv2 labelled / BTS sync ``sync_depth_*.png``, HoloLens)
-``"7scenes"``             uint16 PNG, ``v / 1000``, ``65535`` = invalid
+``"auto"``                by the file: an integer image or ``.npy`` (16-bit PNG) is ``v · depth_scale``, default
+                          ``0.001`` (millimetres, or the scale in the PNG's ``depth_scale`` text chunk that
+                          ``mesa-hf predict`` writes); a float ``.npy``/TIFF is metres (``· depth_scale`` if given);
+                          8-bit images are rejected (not depth maps)
+``"png_mm"`` / ``"nyu"``  uint16 PNG, ``v · 0.001`` (NYUv2 labelled / BTS sync ``sync_depth_*.png``, HoloLens)
+``"7scenes"``             uint16 PNG, ``v · 0.001``, ``65535`` = invalid
 ``"tum"``                 uint16 PNG, ``v / 5000``
 ``"kitti"``               uint16 PNG, ``v / 256`` (projected LiDAR, 0 = no point)
+``"ibims1_png"``          iBims-1 raw release uint16 PNG, ``v / 65535 · 50``
+``"png"``                 uint16 PNG, ``v · depth_scale`` (required)
 ``"sunrgbd"``             uint16 PNG with a 3-bit circular shift: ``((v >> 3) | (v << 13)) & 0xFFFF`` then
                           ``/ 1000`` (SUN RGB-D toolbox ``read3dPoints.m``: ``bitor(bitshift(d,-3),
                           bitshift(d,16-3)) / 1000``; the toolbox also clips at 8 m, we do not)
 ``"nyu_disparity"``       NYU raw Kinect ``d-*.pgm``: 16-bit disparity stored little-endian despite the PGM header
                           (byte-swapped, as the NYU toolbox's ``swapbytes``); ``351.3 / (1092.5 - v)``
                           (toolbox ``depth_rel2depth_abs``), 2047 = invalid, clipped to ``max_depth`` = 10 m
-``"ibims1_png"``          iBims-1 raw release uint16 PNG, ``v / 65535 * 50``
 ``"npy"``                 float array in metres (iBims-1 via ``.npy``, any leading singleton axes dropped)
 ``"float"``               any float image (TIFF/EXR readable by PIL) already in metres
 ========================  =====================================================================================
+
+A ``depth_scale`` given to a fixed-scale format (``"tum"``, ``"kitti"``, ...) replaces its scale; for ``"npy"``
+and ``"float"`` it multiplies the stored values.
 """
 
 from __future__ import annotations
@@ -30,8 +39,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-DEPTH_SCALES = {"png_mm": 1000.0, "nyu": 1000.0, "hololens": 1000.0, "7scenes": 1000.0, "tum": 5000.0, "kitti": 256.0}
-DEPTH_FORMATS = (*DEPTH_SCALES, "sunrgbd", "nyu_disparity", "ibims1_png", "npy", "float", "png")
+DEPTH_SCALES = {
+    "png_mm": 0.001,
+    "nyu": 0.001,
+    "hololens": 0.001,
+    "7scenes": 0.001,
+    "tum": 1 / 5000,
+    "kitti": 1 / 256,
+    "ibims1_png": 50 / 65535,
+}
+"""Metres per stored unit of the uint16 PNG formats with a fixed scale."""
+DEPTH_FORMATS = ("auto", *DEPTH_SCALES, "png", "sunrgbd", "nyu_disparity", "npy", "float")
+
+INTEGER_DEPTH_SCALE = 0.001
+"""Metres per unit assumed for integer depth (16-bit PNG, integer .npy) when neither the caller nor the file says."""
+DEPTH_PNG_SCALE_KEY = "depth_scale"
+"""PNG text chunk holding ``"<metres> m per unit"`` (written by ``mesa-hf predict``), read by the ``"auto"`` format."""
 
 NYU_DISPARITY_PARAMS = (351.3, 1092.5)
 NYU_DISPARITY_INVALID = 2047
@@ -119,6 +142,11 @@ def nyu_disparity_to_metres(raw: np.ndarray, max_depth: float = 10.0) -> np.ndar
 
 def read_npy_depth(path: str | Path) -> np.ndarray:
     """Float depth in metres from a .npy file; leading singleton axes (e.g. (1, 1, H, W)) are dropped."""
+    return _read_npy_array(path).astype(np.float32)
+
+
+def _read_npy_array(path: str | Path) -> np.ndarray:
+    """The (H, W) array of a .npy file in its stored dtype (leading singleton axes and a trailing one dropped)."""
     path = _require_file(path)
     try:
         arr = np.load(path, allow_pickle=False)
@@ -130,7 +158,7 @@ def read_npy_depth(path: str | Path) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D depth map, got shape {arr.shape}")
-    return arr.astype(np.float32)
+    return arr
 
 
 def read_float_image(path: str | Path) -> np.ndarray:
@@ -147,34 +175,119 @@ def read_float_image(path: str | Path) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def decode_depth(path: str | Path, depth_format: str = "png", depth_scale: float | None = None) -> np.ndarray:
-    """Decode a depth file to float32 metres, 0 = no measurement (non-finite values become 0).
+def check_depth_scale(depth_scale: float | None, source: str = "depth_scale") -> None:
+    """Raise unless ``depth_scale`` is None or a plausible number of metres per stored unit (0 < scale <= 1).
+
+    A value above 1 is almost always the old "units per metre" reading (1000 for millimetres), so the error says
+    which value to pass instead.
+    """
+    if depth_scale is None:
+        return
+    scale = float(depth_scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"{source}: depth_scale must be a positive number of metres per stored unit, got {scale}")
+    if scale > 1:
+        raise ValueError(
+            f"{source}: depth_scale is metres per stored unit (0.001 for millimetres, 0.0002 for TUM's 1/5000, "
+            f"0.00390625 for KITTI's 1/256); {scale:g} looks like units per metre: pass {1 / scale:.6g} instead"
+        )
+
+
+def scale_to_metres(raw: np.ndarray, depth_scale: float) -> np.ndarray:
+    """Stored depth values times ``depth_scale`` (metres per unit) as float32, rounded once (float64 product)."""
+    return (np.asarray(raw, dtype=np.float64) * float(depth_scale)).astype(np.float32)
+
+
+def _png_text_scale(text: dict, source: str) -> float | None:
+    if DEPTH_PNG_SCALE_KEY not in text:
+        return None
+    try:
+        return float(str(text[DEPTH_PNG_SCALE_KEY]).split()[0])
+    except (ValueError, IndexError) as err:
+        value = text[DEPTH_PNG_SCALE_KEY]
+        raise ValueError(f"{source}: unreadable {DEPTH_PNG_SCALE_KEY!r} text chunk {value!r}") from err
+
+
+def read_depth_image(file, source: str) -> tuple[np.ndarray, float | None]:
+    """A single-channel depth image (path or file object) as (stored values, metres per unit from its PNG
+    ``depth_scale`` text chunk or None); 8-bit and colour images are rejected as not being depth maps."""
+    try:
+        with Image.open(file) as img:
+            img.load()
+            mode, text, raw = img.mode, dict(getattr(img, "text", {}) or {}), np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"{source}: corrupt or unreadable depth image ({err})") from err
+    if raw.ndim != 2 or mode in ("1", "L", "P", "LA", "RGB", "RGBA"):
+        raise ValueError(
+            f"{source}: an 8-bit or colour image (PIL mode {mode!r}) is not a depth map; expected a 16-bit PNG "
+            "(e.g. millimetres), a float TIFF or a .npy in metres"
+        )
+    return raw, _png_text_scale(text, source)
+
+
+def depth_values_to_metres(
+    raw: np.ndarray, source: str, depth_scale: float | None = None, file_scale: float | None = None
+) -> np.ndarray:
+    """The ``"auto"`` unit rule: integer values × (`depth_scale`, else the file's own scale, else 0.001 =
+    millimetres); float values × (`depth_scale` or 1, i.e. metres). Returns float32."""
+    if np.issubdtype(raw.dtype, np.floating):
+        return scale_to_metres(raw, 1.0 if depth_scale is None else depth_scale)
+    if not np.issubdtype(raw.dtype, np.integer):
+        raise ValueError(f"{source}: depth values of dtype {raw.dtype} are neither integer nor float")
+    if depth_scale is not None and file_scale is not None and not np.isclose(depth_scale, file_scale, rtol=1e-6):
+        raise ValueError(
+            f"{source}: the file says {file_scale:g} m per unit ({DEPTH_PNG_SCALE_KEY!r} text chunk) but "
+            f"depth_scale={depth_scale:g} was given; drop depth_scale or fix the file"
+        )
+    scale = depth_scale if depth_scale is not None else file_scale if file_scale is not None else INTEGER_DEPTH_SCALE
+    return scale_to_metres(raw, scale)
+
+
+def _read_auto(path: Path) -> tuple[np.ndarray, float | None]:
+    if path.suffix.lower() == ".npy":
+        return _read_npy_array(path), None
+    if path.suffix.lower() == ".pgm":
+        raise ValueError(f"{path}: a .pgm depth file needs depth_format='nyu_disparity' (NYU raw Kinect dumps)")
+    return read_depth_image(path, str(path))
+
+
+def uses_default_integer_scale(path: str | Path) -> bool:
+    """Whether the ``"auto"`` format without ``depth_scale`` reads this file with the millimetre default (integer
+    values and no scale of its own)."""
+    raw, file_scale = _read_auto(_require_file(path))
+    return np.issubdtype(raw.dtype, np.integer) and file_scale is None
+
+
+def decode_depth(path: str | Path, depth_format: str = "auto", depth_scale: float | None = None) -> np.ndarray:
+    """Decode a depth file to float32 metres, 0 = no measurement (non-finite and negative values become 0).
 
     Args:
         path: the depth file.
-        depth_format: one of :data:`DEPTH_FORMATS` (see the module docstring for each format's scale).
-            ``"png"`` is a generic uint16 PNG divided by ``depth_scale`` (required).
-        depth_scale: stored units per metre; overrides the format's default scale for uint16 PNG formats,
-            divides ``"npy"``/``"float"`` values (default 1).
+        depth_format: one of :data:`DEPTH_FORMATS` (see the module docstring for each format's scale);
+            ``"auto"`` (default) decides by the file, ``"png"`` is a uint16 PNG times ``depth_scale`` (required).
+        depth_scale: metres per stored unit (0.001 for millimetres); replaces a fixed-scale format's scale,
+            multiplies ``"npy"``/``"float"`` values.
     """
-    if depth_format in DEPTH_SCALES or depth_format == "png":
+    check_depth_scale(depth_scale, str(path))
+    if depth_format == "auto":
+        raw, file_scale = _read_auto(_require_file(path))
+        depth = depth_values_to_metres(raw, str(path), depth_scale, file_scale)
+    elif depth_format in DEPTH_SCALES or depth_format == "png":
         scale = depth_scale if depth_scale is not None else DEPTH_SCALES.get(depth_format)
         if scale is None:
-            raise ValueError(f"{path}: depth_format 'png' needs depth_scale (stored units per metre)")
+            raise ValueError(f"{path}: depth_format 'png' needs depth_scale (metres per stored unit, 0.001 for mm)")
         raw = read_uint16_png(path)
-        depth = raw.astype(np.float32) / np.float32(scale)
+        depth = scale_to_metres(raw, scale)
         if depth_format == "7scenes":
             depth[raw == 65535] = 0.0
     elif depth_format == "sunrgbd":
         depth = sunrgbd_to_metres(read_uint16_png(path))
     elif depth_format == "nyu_disparity":
         depth = nyu_disparity_to_metres(read_pgm16(path))
-    elif depth_format == "ibims1_png":
-        depth = read_uint16_png(path).astype(np.float32) / np.float32(65535.0) * np.float32(50.0)
     elif depth_format in ("npy", "float"):
         depth = read_npy_depth(path) if depth_format == "npy" else read_float_image(path)
         if depth_scale is not None:
-            depth = depth / np.float32(depth_scale)
+            depth = scale_to_metres(depth, depth_scale)
     else:
         raise ValueError(f"unknown depth_format {depth_format!r}; expected one of {DEPTH_FORMATS}")
     depth = depth.astype(np.float32)

@@ -9,7 +9,6 @@ file, or with ``skip_invalid=True`` is skipped, logged, and counted in the retur
 
 from __future__ import annotations
 
-import csv
 import glob
 import io
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +21,23 @@ from datasets.exceptions import DatasetGenerationError
 from PIL import Image
 
 from .columns import DEPTH_FEATURES, IMAGE_FEATURES, encode_depth, intrinsics_matrix
-from .decoders import decode_depth, read_image_file
+from .decoders import (
+    check_depth_scale,
+    decode_depth,
+    depth_values_to_metres,
+    read_depth_image,
+    read_image_file,
+    uses_default_integer_scale,
+)
+from .folder import (
+    IMAGE_EXTENSIONS,
+    csv_pairs,
+    find_rgbd_pairs,
+    is_saved_dataset,
+    load_saved_depth_dataset,
+    nyu_sync_pairs,
+    subfolder_pairs,
+)
 from .validation import (
     DEFAULT_MAX_MEDIAN_DEPTH,
     SampleSkipper,
@@ -37,7 +52,6 @@ NYU_INTRINSICS = intrinsics_matrix(518.8579, 519.46961, 325.58245, 253.73617)
 """NYUv2 Kinect RGB camera (NYU toolbox ``camera_params.m``), pixels of the 640×480 image."""
 
 DEPTH_DATASET_FORMATS = ("nyu_sync", "nyu_mat", "parquet", "hub", "ibims1", "folder", "csv")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
 
 
 # ---------------------------------------------------------------- building a dataset from a generator
@@ -142,62 +156,6 @@ def _records(pairs: Sequence[tuple[Path, Path]], depth_format: str, depth_scale,
 # ---------------------------------------------------------------- format-specific discovery
 
 
-def _nyu_sync_pairs(root: Path, file_list: str | Path | None) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(rgb, sync_depth) pairs of the BTS/GLPDepth NYUv2 "sync" layout, from a BTS file list or a folder scan."""
-    pairs, scenes = [], []
-    if file_list is not None:
-        file_list = Path(file_list)
-        if not file_list.is_file():
-            raise FileNotFoundError(f"{file_list}: file list not found")
-        for line_no, line in enumerate(file_list.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2 or parts[1] == "None":
-                raise ValueError(f"{file_list}:{line_no}: expected 'rgb_path depth_path [focal]', got {line!r}")
-            rgb, depth = parts[0].lstrip("/"), parts[1].lstrip("/")
-            pairs.append((root / rgb, root / depth))
-            scenes.append(Path(rgb).parent.as_posix())
-        return pairs, scenes
-    for rgb in sorted(root.rglob("rgb_*.jpg")):
-        name = rgb.name.replace("rgb_", "sync_depth_").replace(".jpg", ".png")
-        candidates = [rgb.with_name(name), rgb.parent.parent / "depth" / name]
-        depth = next((c for c in candidates if c.is_file()), candidates[0])
-        pairs.append((rgb, depth))
-        scenes.append(rgb.parent.relative_to(root).as_posix() if rgb.parent.name != "rgb" else root.name)
-    return pairs, scenes
-
-
-def _glob_pairs(root: Path, image_pattern: str, depth_pattern: str) -> list[tuple[Path, Path]]:
-    images = sorted(p for p in root.glob(image_pattern) if p.is_file())
-    depths = sorted(p for p in root.glob(depth_pattern) if p.is_file())
-    if len(images) != len(depths):
-        raise ValueError(
-            f"{root}: {len(images)} images match {image_pattern!r} but {len(depths)} depth files match "
-            f"{depth_pattern!r}; they are paired in sorted order and must be equally many"
-        )
-    return list(zip(images, depths))
-
-
-def _csv_pairs(csv_path: Path) -> tuple[list[tuple[Path, Path]], list[str] | None]:
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"{csv_path}: CSV file not found")
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return [], None
-    columns = rows[0].keys()
-    image_col = next((c for c in ("image_path", "image", "rgb", "file_name") if c in columns), None)
-    depth_col = next((c for c in ("depth_path", "depth", "depth_map", "depth_file_name") if c in columns), None)
-    if image_col is None or depth_col is None:
-        raise ValueError(
-            f"{csv_path}: needs an image column (image_path) and a depth column (depth_path), got {list(columns)}"
-        )
-    pairs = [(csv_path.parent / r[image_col], csv_path.parent / r[depth_col]) for r in rows]
-    scenes = [r.get("scene", "") for r in rows] if "scene" in columns else None
-    return pairs, scenes
-
-
 def _read_mat_scenes(handle, n: int) -> list[str]:
     try:
         refs = handle["scenes"][()].ravel()
@@ -287,16 +245,9 @@ def _ibims1_mat_rows(mat_paths: list[str], skip_invalid: bool, max_median_depth,
 
 
 def _decode_depth_image(value: dict, source: str, depth_scale: float | None) -> np.ndarray:
-    with Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as img:
-        depth = np.asarray(img)
-    if depth.ndim != 2:
-        raise ValueError(f"{source}: depth_map must be single-channel, got shape {depth.shape}")
-    if np.issubdtype(depth.dtype, np.integer):
-        if depth_scale is None:
-            raise ValueError(f"{source}: integer depth_map needs depth_scale (stored units per metre, e.g. 1000)")
-        return depth.astype(np.float32) / np.float32(depth_scale)
-    depth = depth.astype(np.float32)
-    return depth / np.float32(depth_scale) if depth_scale is not None else depth
+    """A table's depth image in metres, by the ``"auto"`` unit rule of :func:`.decoders.depth_values_to_metres`."""
+    raw, file_scale = read_depth_image(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"], source)
+    return depth_values_to_metres(raw, source, depth_scale, file_scale)
 
 
 def _table_rows(load_kwargs: dict, depth_column: str, depth_scale, skip_invalid, max_median_depth, name, intrinsics):
@@ -344,6 +295,9 @@ def load_depth_dataset(
 
     Args:
         format: where the data comes from:
+            ``"folder"`` any RGB-D folder read by :func:`.folder.find_rgbd_pairs`: ``image_N`` + ``depth_N``
+            files, ``rgb/`` + ``depth/`` with matching names, ``*_rgb.*`` + ``*_depth.*``, BTS sync folders, a CSV
+            file list inside, a ``save_to_disk`` folder, or ``image_pattern``/``depth_pattern`` globs;
             ``"nyu_sync"`` BTS/GLPDepth NYUv2 folder (``scene/rgb_XXXXX.jpg`` + ``scene/sync_depth_XXXXX.png``
             in mm, or ``rgb/`` + ``depth/`` folders), read from ``file_list`` (BTS
             ``nyudepthv2_{train,test}_files_with_gt.txt``) or by scanning ``path``;
@@ -352,20 +306,29 @@ def load_depth_dataset(
             (``image``, ``depth_map``); ``"hub"`` a Hub dataset id in that layout; ``"ibims1"`` the iBims-1 core
             release's ``*.mat`` files (struct ``data`` with ``rgb``, ``depth`` [m], ``calib`` 3×3; ``mask_invalid``
             and ``mask_transp`` zero the depth as in the official evaluation) or ``rgb/*.png`` +
-            ``depth/*.npy`` (metres) / ``depth/*.png`` (×50/65535); ``"folder"`` images and depth
-            files matched by ``image_pattern``/``depth_pattern`` (paired in sorted order); ``"csv"`` a CSV file with
+            ``depth/*.npy`` (metres) / ``depth/*.png`` (×50/65535); ``"csv"`` a CSV file with
             ``image_path``, ``depth_path`` (relative to the CSV) and optional ``scene`` columns.
         path: root folder, .mat file, parquet file/glob, Hub id or CSV file.
-        split: ``"train"``/``"test"``/``"all"`` for ``nyu_mat``; the split name for ``hub``/``parquet``.
-        depth_format: depth file format for ``folder``/``csv`` (see :mod:`.decoders`; e.g. ``"tum"``, ``"kitti"``,
-            ``"7scenes"``, ``"sunrgbd"``, ``"nyu_disparity"``, ``"npy"``, ``"png"`` with ``depth_scale``).
-        depth_scale: stored units per metre (overrides the format's default; required for ``"png"``).
+        split: ``"train"``/``"test"``/``"all"`` for ``nyu_mat``; the split name for ``hub``/``parquet`` and
+            ``save_to_disk`` DatasetDicts.
+        depth_format: depth file format for ``folder``/``csv`` (see :mod:`.decoders`); default ``"auto"``:
+            integer depth (16-bit PNG) × ``depth_scale``, default 0.001 (millimetres) or the PNG's own
+            ``depth_scale`` text chunk; float depth (``.npy``, TIFF) in metres. E.g. ``"sunrgbd"``,
+            ``"nyu_disparity"``, ``"kitti"``, ``"tum"``.
+        depth_scale: metres per stored depth unit (0.001 for millimetres, 0.0002 for TUM, 1/256 for KITTI);
+            replaces the format's own scale.
+        image_pattern, depth_pattern: ``folder`` globs relative to ``path`` when its layout is not recognised.
         intrinsics: 3×3 matrix or (fx, fy, cx, cy) for every sample (NYU formats default to the NYU camera).
         max_median_depth: unit check (median valid depth above this is an error); None disables it.
         skip_invalid: skip (and count, in ``ds.skipped_invalid``) bad samples instead of raising.
         streaming: return an ``IterableDataset`` that reads the files lazily.
         cache_dir: where datasets writes the Arrow cache.
+
+    Raises:
+        FolderLayoutError (a ValueError): a ``folder`` whose layout is not recognised; the message lists the files
+        found and the options to pass.
     """
+    check_depth_scale(depth_scale)
     path = Path(path) if format not in ("hub", "parquet") else path
     name = f"{format}:{path}"
     common = {"skip_invalid": skip_invalid, "max_median_depth": max_median_depth, "name": name}
@@ -403,7 +366,7 @@ def load_depth_dataset(
         raise FileNotFoundError(f"{path}: dataset path not found")
     scenes = None
     if format == "nyu_sync":
-        pairs, scenes = _nyu_sync_pairs(path, file_list)
+        pairs, scenes = nyu_sync_pairs(path, file_list)
         depth_format = depth_format or "nyu"
         intrinsics = NYU_INTRINSICS if intrinsics is None else intrinsics
     elif format == "ibims1" and any(path.glob("*.mat")):
@@ -411,21 +374,27 @@ def load_depth_dataset(
         kwargs = {"mat_paths": mats, "stamps": [file_stamp(m) for m in mats], **common}
         return build_dataset(_ibims1_mat_rows, kwargs, num_candidates=len(mats), **build)
     elif format == "ibims1":
-        images = sorted(p for p in (path / "rgb").glob("*.png"))
-        pairs = []
-        for image in images:
-            npy, png = path / "depth" / f"{image.stem}.npy", path / "depth" / f"{image.stem}.png"
-            pairs.append((image, npy if npy.exists() or not png.exists() else png))
-        formats = {p[1].suffix for p in pairs}
+        pairs, scenes = subfolder_pairs(path) or ([], None)
+        formats = {depth.suffix for _, depth in pairs}
         depth_format = depth_format or ("ibims1_png" if formats == {".png"} else "npy")
     elif format == "folder":
-        if image_pattern is None or depth_pattern is None or depth_format is None:
-            raise ValueError("format='folder' needs image_pattern, depth_pattern and depth_format")
-        pairs = _glob_pairs(path, image_pattern, depth_pattern)
+        if is_saved_dataset(path):
+            return load_saved_depth_dataset(path, split)
+        found = find_rgbd_pairs(path, image_pattern, depth_pattern)
+        pairs, scenes, depth_format = found.pairs, found.scenes, depth_format or "auto"
+        if found.layout == "nyu_sync" and intrinsics is None:
+            intrinsics = NYU_INTRINSICS
+        assumed = depth_format == "auto" and depth_scale is None and found.layout != "nyu_sync"
+        if assumed and pairs and uses_default_integer_scale(pairs[0][1]):
+            logger.warning(
+                "%s (%s): integer depth files without depth_scale are read as millimetres (0.001 m per unit); "
+                "pass depth_scale (--depth_scale, metres per stored unit) if they are not",
+                path,
+                found.layout,
+            )
     elif format == "csv":
-        if depth_format is None:
-            raise ValueError("format='csv' needs depth_format (and depth_scale for 'png')")
-        pairs, scenes = _csv_pairs(path)
+        pairs, scenes = csv_pairs(path)
+        depth_format = depth_format or "auto"
     else:
         raise ValueError(f"unknown depth dataset format {format!r}; expected one of {DEPTH_DATASET_FORMATS}")
     records = _records(pairs, depth_format, depth_scale, intrinsics, scenes)

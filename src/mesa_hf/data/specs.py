@@ -2,30 +2,80 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+logger = logging.getLogger("mesa_hf.data")
+
 
 @dataclass
 class FolderOptions:
-    """How to read a ``folder:PATH`` RGB-D dataset: the depth unit and, when the layout is not recognised, patterns."""
+    """How to read a ``folder:PATH`` RGB-D dataset: the depth unit and, when the layout is not recognised, patterns.
+
+    ``depth_scale`` applies to every depth format that stores scaled values (it replaces the format's own scale).
+    """
 
     depth_scale: float | None = field(
-        default=None, metadata={"help": "metres per stored depth unit (0.001 for millimetre PNGs, 1.0 for .npy metres)"}
+        default=None,
+        metadata={
+            "help": "metres per stored depth unit (0.001 for millimetre PNGs, 0.0002 for TUM, 0.00390625 for KITTI); "
+            "default: 16-bit depth is millimetres (or its PNG's depth_scale text chunk), float .npy/TIFF is metres"
+        },
     )
-    image_pattern: str | None = field(default=None, metadata={"help": "glob of the RGB files inside the folder"})
-    depth_pattern: str | None = field(default=None, metadata={"help": "glob of the depth files inside the folder"})
+    image_pattern: str | None = field(
+        default=None, metadata={"help": "glob of the RGB files relative to the folder, e.g. 'rgb/*.jpg'"}
+    )
+    depth_pattern: str | None = field(
+        default=None, metadata={"help": "glob of the depth files relative to the folder, paired in sorted order"}
+    )
+    depth_format: str | None = field(
+        default=None,
+        metadata={"help": "depth file format when the unit is not a plain scale: sunrgbd, nyu_disparity, ... "},
+    )
 
 
-def _infer_depth_format(path: Path) -> str:
+def parse_dataset_spec(spec: str) -> tuple[str, str]:
+    """``"FORMAT:PATH"`` → (FORMAT, PATH); a bare path → ("", PATH)."""
+    if re.match(r"^[A-Za-z0-9_]+:", spec) and not re.match(r"^[A-Za-z]:[\\/]", spec):
+        fmt, _, path = spec.partition(":")
+        return fmt, path
+    return "", spec
+
+
+def _infer_depth_format(path: Path, loader_kwargs: dict) -> str:
+    """The loader format of a ``nyuv2:PATH`` (or bare PATH) spec, from the path itself."""
     if path.suffix == ".mat":
         return "nyu_mat"
     if path.suffix == ".parquet" or "*" in str(path):
         return "parquet"
     if path.suffix == ".csv":
         return "csv"
+    if path.is_dir() and loader_kwargs.get("file_list") is None and not any(path.rglob("sync_depth_*.png")):
+        # not a BTS sync folder: read it with the folder reader (image_N/depth_N, rgb/ + depth/, ...), NYU camera
+        from .loaders import NYU_INTRINSICS
+
+        logger.info("%s is not a BTS sync folder; reading it as folder:%s with the NYUv2 camera", path, path)
+        loader_kwargs.setdefault("intrinsics", NYU_INTRINSICS)
+        return "folder"
     return "nyu_sync"
+
+
+def _depth_loader_kwargs(spec: str, fmt: str, folder: FolderOptions | None, loader_kwargs: dict) -> dict:
+    """`loader_kwargs` with the FolderOptions that are set (explicit loader kwargs win)."""
+    if folder is None:
+        return loader_kwargs
+    if (folder.image_pattern or folder.depth_pattern) and fmt != "folder":
+        _, path = parse_dataset_spec(spec)
+        raise ValueError(f"dataset {spec!r}: image_pattern/depth_pattern apply to folders; use 'folder:{path}'")
+    options = {
+        "depth_scale": folder.depth_scale,
+        "image_pattern": folder.image_pattern,
+        "depth_pattern": folder.depth_pattern,
+        "depth_format": folder.depth_format,
+    }
+    return {**{k: v for k, v in options.items() if v is not None}, **loader_kwargs}
 
 
 def load_dataset_spec(
@@ -44,14 +94,21 @@ def load_dataset_spec(
       ``hub:DATASET_ID``;
     - video (geometric stage): ``7scenes:PATH``, ``tum:PATH``, ``hololens:PATH``, ``nyu_raw:PATH``
       (NYUv2 raw scenes), ``frames:PATH``;
-    - depth (supervised, finetune, evaluation): ``nyuv2:PATH`` (a ``.mat`` labelled file, a ``.parquet`` file or
-      glob, or a BTS "sync" folder), ``nyu_sync:``, ``nyu_mat:``, ``parquet:``, ``hub:``, ``ibims1:``, ``csv:``,
-      ``folder:``; a bare path is read as ``nyuv2:PATH``.
+    - depth (supervised, finetune, evaluation): ``folder:PATH`` (any RGB-D folder: ``image_N``/``depth_N``,
+      ``rgb/`` + ``depth/``, ``*_rgb``/``*_depth``, BTS sync, a CSV list inside, or `folder` patterns; see
+      :mod:`mesa_hf.data.folder`), ``nyuv2:PATH`` (a ``.mat`` labelled file, a ``.parquet`` file or glob, a BTS
+      "sync" folder, or another RGB-D folder of NYUv2 images, read as ``folder:`` with the NYU camera),
+      ``nyu_sync:``, ``nyu_mat:``, ``parquet:``, ``hub:``, ``ibims1:``, ``csv:``; a bare path is ``nyuv2:PATH``.
 
-    `folder` describes a ``folder:`` dataset (depth unit, patterns); `loader_kwargs` go to the `mesa_hf.data`
-    loader (e.g. ``file_list``, ``splits_path``, ``frame_offsets``).
+    `folder` gives the depth unit (``depth_scale``, metres per stored unit), ``depth_format`` and, for
+    ``folder:``, ``image_pattern``/``depth_pattern``; `loader_kwargs` go to the `mesa_hf.data` loader (e.g.
+    ``file_list``, ``splits_path``, ``frame_offsets``) and win over `folder`.
+
+    Raises:
+        FolderLayoutError (a ValueError): a folder whose layout is not recognised (the message lists its files and
+        the options to pass); ValueError / FileNotFoundError for other bad specs.
     """
-    fmt, _, path = spec.partition(":") if re.match(r"^[A-Za-z0-9_]+:", spec) else ("", "", spec)
+    fmt, path = parse_dataset_spec(spec)
     if kind == "images":
         from .loaders import load_image_dataset
 
@@ -75,8 +132,9 @@ def load_dataset_spec(
         from .loaders import load_depth_dataset
 
         if fmt in ("", "nyuv2"):
-            fmt = _infer_depth_format(Path(path))
+            fmt = _infer_depth_format(Path(path), loader_kwargs)
         if fmt == "nyu_mat" and split is None:
             split = "train"
+        loader_kwargs = _depth_loader_kwargs(spec, fmt, folder, loader_kwargs)
         return load_depth_dataset(fmt, path, split=split, cache_dir=cache_dir, **loader_kwargs)
     raise ValueError(f"unknown dataset kind {kind!r}")

@@ -33,7 +33,7 @@ def check_depth(depth: np.ndarray, source: str, max_median_depth: float | None =
         if median > max_median_depth:
             raise ValueError(
                 f"{source}: median valid depth is {median:.1f} m (> {max_median_depth:g} m): the depth looks like "
-                "millimetres (or another unit) read as metres; set depth_scale (e.g. 1000 for mm PNGs)"
+                "millimetres (or another unit) read as metres; set depth_scale, metres per stored unit (0.001 for mm)"
             )
 
 
