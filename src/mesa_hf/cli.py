@@ -228,7 +228,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
-        help="image files, folders (e.g. video frames), image lists (.txt) or animated GIF/TIFF",
+        help="image files, folders (e.g. video frames), image lists (.txt), animated GIF/TIFF or video files",
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
     parser.add_argument("--output-dir", type=Path, required=True)
@@ -246,6 +246,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     _add_tta_arguments(parser)
     _add_dtype_argument(parser)
     _add_runtime_arguments(parser, batch_size=4)
+    from mesa_hf.evaluation.predict_video import add_video_predict_arguments
+
+    add_video_predict_arguments(parser)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -255,6 +258,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
     intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
     model, processor = load_checkpoint(args.checkpoint)
+    from mesa_hf.evaluation.predict_video import run_video_predictions, split_video_inputs
+
+    videos, args.inputs = split_video_inputs(args.inputs)
+    if videos:
+        run_video_predictions(args, model, processor, videos, _tta(args))
+    if not args.inputs:
+        return 0
     records = predict_to_files(
         model,
         args.inputs,
