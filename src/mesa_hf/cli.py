@@ -118,6 +118,10 @@ _MODEL_CARD_DATASETS = {
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.protocol == "video":  # whole sequences: per-frame metrics + temporal consistency (TAE, flicker)
+        from mesa_hf.evaluation.temporal import run_video_evaluation
+
+        return run_video_evaluation(args, _tta(args))
     from mesa_hf.evaluation import get_protocol
     from mesa_hf.evaluation.evaluator import evaluate_model, write_model_card_results
     from mesa_hf.evaluation.folder import open_depth_dataset
@@ -257,10 +261,11 @@ def run_predict(args: argparse.Namespace) -> int:
     from mesa_hf.evaluation.predict import predict_to_files
 
     intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
-    model, processor = load_checkpoint(args.checkpoint)
-    from mesa_hf.evaluation.predict_video import run_video_predictions, split_video_inputs
+    from mesa_hf.evaluation.predict_video import check_videos, run_video_predictions, split_video_inputs
 
     videos, args.inputs = split_video_inputs(args.inputs)
+    check_videos(videos)  # unreadable video files fail before the model loads
+    model, processor = load_checkpoint(args.checkpoint)
     if videos:
         run_video_predictions(args, model, processor, videos, _tta(args))
     if not args.inputs:

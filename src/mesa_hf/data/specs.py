@@ -43,7 +43,8 @@ def load_dataset_spec(
     - images (masked stage): ``imagefolder:PATH`` or a bare folder (ImageNet/LSUN extracted as files), or
       ``hub:DATASET_ID``;
     - video (geometric stage): ``7scenes:PATH``, ``tum:PATH``, ``hololens:PATH``, ``nyu_raw:PATH``
-      (NYUv2 raw scenes), ``frames:PATH``;
+      (NYUv2 raw scenes), ``frames:PATH``, ``video:PATH`` (an mp4/mov/mkv/webm/avi file or a folder of them;
+      intrinsics from ``intrinsics=``, a ``<stem>.intrinsics.json`` sidecar or ``cameras.json``);
     - depth (supervised, finetune, evaluation): ``nyuv2:PATH`` (a ``.mat`` labelled file, a ``.parquet`` file or
       glob, or a BTS "sync" folder), ``nyu_sync:``, ``nyu_mat:``, ``parquet:``, ``hub:``, ``ibims1:``, ``csv:``,
       ``folder:``; a bare path is read as ``nyuv2:PATH``.

@@ -50,7 +50,9 @@ def is_video_file(path: str | Path) -> bool:
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    """FFmpeg's message on one line, without the file name it repeats (the caller names the file)."""
+    text = getattr(error, "strerror", None) or str(error)
+    text = " ".join(str(text).split()) or type(error).__name__
     return text[:300]
 
 

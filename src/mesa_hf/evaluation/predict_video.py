@@ -328,6 +328,12 @@ def split_video_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[
     return videos, others
 
 
+def check_videos(paths: Sequence[str | Path]) -> None:
+    """Probe every video (header and first frame); raises the first file's one-line ``VideoReadError``."""
+    for path in paths:
+        probe_video(path)
+
+
 def predict_video_files(
     model: torch.nn.Module, processor: Any, paths: Sequence[str | Path], output_dir: str | Path, **kwargs: Any
 ) -> list[VideoPrediction]:
@@ -408,6 +414,7 @@ __all__ = [
     "VIDEO_OUTPUT_KINDS",
     "VideoPrediction",
     "add_video_predict_arguments",
+    "check_videos",
     "clip_depth_range",
     "predict_video_file",
     "predict_video_files",
