@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dataset",
         default="synthetic",
         help="data of a single --objective: 'synthetic', an image folder (masked), FORMAT:PATH video "
-        "(7scenes/tum/hololens/nyu_raw/frames/video) for geometric, nyuv2:PATH (sync folder, .mat, .parquet) for supervised",
+        "(7scenes/tum/hololens/nyu_raw/frames/video) for geometric,"
+        " nyuv2:PATH (sync folder, .mat, .parquet) for supervised",
     )
     for stage in PRETRAINING_ORDER:
         parser.add_argument(f"--{stage}_dataset", default=None, help=f"data of the {stage} stage with --objective all")

@@ -20,6 +20,7 @@ from .metrics import (
 )
 from .predict import collect_inputs, predict_to_files, write_depth_outputs
 from .protocols import PROTOCOLS, EvaluationProtocol, get_protocol
+from .temporal import flicker, temporal_alignment_error
 from .tta import TestTimeAugmentation, flip_tta, sliding_window_offsets, sliding_window_tta
 
 DEPTH_METRIC_MODULE_PATH = Path(__file__).resolve().parent / "depth_metrics"
@@ -49,6 +50,7 @@ __all__ = [
     "compute_depth_metrics",
     "crop_mask",
     "evaluate_model",
+    "flicker",
     "flip_tta",
     "format_metrics_table",
     "get_protocol",
@@ -62,6 +64,7 @@ __all__ = [
     "save_ply",
     "sliding_window_offsets",
     "sliding_window_tta",
+    "temporal_alignment_error",
     "valid_depth_mask",
     "write_depth_outputs",
     "write_model_card_results",
