@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dataset",
         default="synthetic",
         help="data of a single --objective: 'synthetic', an image folder (masked), FORMAT:PATH video "
-        "(7scenes/tum/hololens/nyu_raw/frames) for geometric, nyuv2:PATH (sync folder, .mat, .parquet) for supervised",
+        "(7scenes/tum/hololens/nyu_raw/frames/video) for geometric,"
+        " nyuv2:PATH (sync folder, .mat, .parquet) for supervised",
     )
     for stage in PRETRAINING_ORDER:
         parser.add_argument(f"--{stage}_dataset", default=None, help=f"data of the {stage} stage with --objective all")
@@ -56,6 +57,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--depth_scale", type=float, default=None, help="depth data: metres per stored unit")
     parser.add_argument("--image_pattern", default=None, help="folder:PATH datasets: glob of the RGB files")
     parser.add_argument("--depth_pattern", default=None, help="folder:PATH datasets: glob of the depth files")
+    parser.add_argument(
+        "--intrinsics",
+        type=float,
+        nargs=4,
+        default=None,
+        metavar=("FX", "FY", "CX", "CY"),
+        help="geometric: camera intrinsics in pixels of the video (video:PATH; else a <stem>.intrinsics.json sidecar "
+        "or cameras.json beside the videos)",
+    )
     add_training_arguments(parser)
     args = parser.parse_args(argv)
     check_hub_arguments(parser, args)
@@ -85,6 +95,8 @@ def load_datasets(args, specs, folder, datasets, eval_datasets) -> None:
             options["folder"] = folder
         if kind == "video" and args.frame_offsets:
             options["frame_offsets"] = tuple(args.frame_offsets)
+        if kind == "video" and args.intrinsics:
+            options["intrinsics"] = tuple(args.intrinsics)
         datasets[stage] = load_dataset_spec(spec, kind, split=args.dataset_split, cache_dir=args.cache_dir, **options)
         if args.eval_dataset and kind != "images":
             eval_datasets[stage] = load_dataset_spec(

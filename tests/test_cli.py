@@ -104,7 +104,8 @@ def test_predict_given_intrinsics_gif_frames_and_video_error(checkpoint, small_i
     assert not (out / "clip_00000_depth.png").exists()  # only the requested outputs
     (tmp_path / "clip.mp4").write_bytes(b"\x00")
     status = main(["predict", str(tmp_path / "clip.mp4"), "--checkpoint", str(checkpoint), "--output-dir", str(out)])
-    assert status == 2 and "extract the frames first" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert status == 2 and "clip.mp4: not a readable video file" in err and len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_nyu_test10_prints_table_and_tta_changes_numbers(checkpoint, shared_data, tmp_path, capsys):

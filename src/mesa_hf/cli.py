@@ -135,6 +135,10 @@ _MODEL_CARD_DATASETS = {
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.protocol == "video":  # whole sequences: per-frame metrics + temporal consistency (TAE, flicker)
+        from mesa_hf.evaluation.temporal import run_video_evaluation
+
+        return run_video_evaluation(args, _tta(args))
     from mesa_hf.evaluation import get_protocol
     from mesa_hf.evaluation.evaluator import evaluate_model, write_model_card_results
     from mesa_hf.evaluation.folder import open_depth_dataset
@@ -257,7 +261,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
-        help="image files, folders (e.g. video frames), image lists (.txt) or animated GIF/TIFF",
+        help="image files, folders (e.g. video frames), image lists (.txt), animated GIF/TIFF or video files",
     )
     parser.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     parser.add_argument("--output-dir", type=Path, required=True)
@@ -280,6 +284,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     _add_tta_arguments(parser)
     _add_dtype_argument(parser)
     _add_runtime_arguments(parser, batch_size=4)
+    from mesa_hf.evaluation.predict_video import add_video_predict_arguments
+
+    add_video_predict_arguments(parser)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -293,7 +300,15 @@ def run_predict(args: argparse.Namespace) -> int:
         tqdm.write(f"mesa-hf predict: warning: {failure.error} (skipped)", file=sys.stderr)
 
     intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
+    from mesa_hf.evaluation.predict_video import check_videos, run_video_predictions, split_video_inputs
+
+    videos, args.inputs = split_video_inputs(args.inputs)
+    check_videos(videos)  # unreadable video files fail before the model loads
     model, processor = load_checkpoint(args.checkpoint)
+    if videos:
+        run_video_predictions(args, model, processor, videos, _tta(args))
+    if not args.inputs:
+        return 0
     records = predict_to_files(
         model,
         args.inputs,

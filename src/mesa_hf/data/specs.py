@@ -93,7 +93,8 @@ def load_dataset_spec(
     - images (masked stage): ``imagefolder:PATH`` or a bare folder (ImageNet/LSUN extracted as files), or
       ``hub:DATASET_ID``;
     - video (geometric stage): ``7scenes:PATH``, ``tum:PATH``, ``hololens:PATH``, ``nyu_raw:PATH``
-      (NYUv2 raw scenes), ``frames:PATH``;
+      (NYUv2 raw scenes), ``frames:PATH``, ``video:PATH`` (an mp4/mov/mkv/webm/avi file or a folder of them;
+      intrinsics from ``intrinsics=``, a ``<stem>.intrinsics.json`` sidecar or ``cameras.json``);
     - depth (supervised, finetune, evaluation): ``folder:PATH`` (any RGB-D folder: ``image_N``/``depth_N``,
       ``rgb/`` + ``depth/``, ``*_rgb``/``*_depth``, BTS sync, a CSV list inside, or `folder` patterns; see
       :mod:`mesa_hf.data.folder`), ``nyuv2:PATH`` (a ``.mat`` labelled file, a ``.parquet`` file or glob, a BTS

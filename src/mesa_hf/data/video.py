@@ -6,7 +6,8 @@ Formats: ``"7scenes"`` (Microsoft 7-Scenes ``seq-XX/frame-XXXXXX.{color.png|jpg,
 ``"tum"`` (TUM RGB-D: ``rgb.txt``/``depth.txt``/``groundtruth.txt`` associated by timestamp, or the two-frame
 ``case_*/{img,dep,pose}_{prev,curr}`` pairs layout), ``"hololens"`` (``images/``, ``depth/``, ``K.txt``, ``poses.txt``
 as in DeepVideoMVS), ``"nyu_raw"`` (NYUv2 raw scenes as BTS "sync" folders ``rgb_XXXXX.jpg`` [+ ``sync_depth``] or
-raw ``r-*.ppm`` dumps) and ``"frames"`` (any folder of frames + K, optional ``poses.txt`` and depth folder).
+raw ``r-*.ppm`` dumps), ``"frames"`` (any folder of frames + K, optional ``poses.txt`` and depth folder) and
+``"video"`` (video files, decoded with PyAV as a stream: :func:`load_video_file_dataset`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ import numpy as np
 from .columns import VIDEO_FEATURES, encode_depth, intrinsics_matrix
 from .decoders import decode_depth, read_image_file
 from .loaders import NYU_INTRINSICS, build_dataset, file_stamp
-from .validation import DEFAULT_MAX_MEDIAN_DEPTH, SampleSkipper, check_depth, check_intrinsics, check_same_size
+from .validation import (
+    DEFAULT_MAX_MEDIAN_DEPTH,
+    SampleSkipper,
+    check_depth,
+    check_intrinsics,
+    check_same_size,
+    logger,
+)
 
 SEVEN_SCENES_INTRINSICS = intrinsics_matrix(585.0, 585.0, 320.0, 240.0)
 TUM_INTRINSICS = intrinsics_matrix(525.0, 525.0, 319.5, 239.5)
-VIDEO_DATASET_FORMATS = ("7scenes", "tum", "hololens", "nyu_raw", "frames")
+VIDEO_DATASET_FORMATS = ("7scenes", "tum", "hololens", "nyu_raw", "frames", "video")
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm")
 
 
@@ -256,6 +264,7 @@ def load_video_dataset(
     skip_invalid: bool = False,
     streaming: bool = False,
     cache_dir: str | None = None,
+    **video_options,
 ):
     """Load a video dataset (columns ``image``, ``source_images``, ``source_offsets``, ``intrinsics``, ``poses``
     [camera-to-world, target first], ``depth``, ``scene``, ``frame_index``).
@@ -268,7 +277,18 @@ def load_video_dataset(
         intrinsics: 3×3 or (fx, fy, cx, cy) overriding the dataset's (required for ``frames`` without a K file).
         depth_format, depth_scale: the depth files' format for ``frames`` (see :mod:`.decoders`).
         max_median_depth, skip_invalid, streaming, cache_dir: as in :func:`~mesa_hf.data.load_depth_dataset`.
+        video_options: for ``"video"`` (video files): ``max_frames``, ``target_fps``, ``stride``, ``max_size``,
+            ``static_threshold`` of :func:`load_video_file_dataset`.
     """
+    if format == "video":
+        return load_video_file_dataset(
+            path,
+            frame_offsets=frame_offsets,
+            intrinsics=intrinsics,
+            streaming=streaming,
+            cache_dir=cache_dir,
+            **video_options,
+        )
     path = Path(path)
     name = f"{format}:{path}"
     offsets = tuple(int(o) for o in frame_offsets)
@@ -302,3 +322,295 @@ def load_video_dataset(
     return build_dataset(
         _video_rows, kwargs, VIDEO_FEATURES, num_candidates=num, source=name, streaming=streaming, cache_dir=cache_dir
     )
+
+
+# ---------------------------------------------------------------- video files (mp4, mov, mkv, webm, avi)
+
+INTRINSICS_SIDECAR_SUFFIX = ".intrinsics.json"
+"""Per-video intrinsics file: ``clip.mp4`` -> ``clip.intrinsics.json`` (or ``clip.mp4.intrinsics.json``) beside it."""
+CAMERAS_FILE = "cameras.json"
+"""Per-folder intrinsics file: ``{"clip.mp4": {"fx": ..}, ...}`` per file, or one ``{"fx": ..}`` for all videos."""
+DEFAULT_STATIC_THRESHOLD = 0.002
+"""Largest mean absolute grey-level change (0-1) between a clip's target and every source for the clip to count as
+near-static (camera not moving) and be skipped: compression noise of a still camera stays well below it."""
+
+MISSING_INTRINSICS_HELP = (
+    "give them in one of three ways: --intrinsics FX FY CX CY (Python: intrinsics=(fx, fy, cx, cy)), a sidecar file "
+    '{stem}.intrinsics.json beside the video with {{"fx": .., "fy": .., "cx": .., "cy": ..}} (pixels of the video; '
+    'optional "width"/"height" if measured at another resolution), or a cameras.json in its folder mapping file '
+    "names to such entries"
+)
+
+
+def video_files_in(path: str | Path) -> list[Path]:
+    """A video file, or the video files of a folder (sorted), for the ``video:PATH`` format."""
+    from .video_files import VIDEO_FILE_EXTENSIONS, is_video_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: dataset path not found")
+    if path.is_file():
+        if not is_video_file(path):
+            raise ValueError(f"{path}: not a video file ({', '.join(VIDEO_FILE_EXTENSIONS)})")
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and is_video_file(p) and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{path}: folder holds no video files ({', '.join(VIDEO_FILE_EXTENSIONS)})")
+    return files
+
+
+def _intrinsics_entry(entry, source: str, video_hw: tuple[int, int]) -> np.ndarray:
+    if not isinstance(entry, dict) or not {"fx", "fy", "cx", "cy"} <= set(entry):
+        raise ValueError(f"{source}: intrinsics entry must have fx, fy, cx, cy (pixels), got {entry!r}")
+    k = check_intrinsics([float(entry[n]) for n in ("fx", "fy", "cx", "cy")], source)
+    if "width" in entry or "height" in entry:
+        from .transforms import resize_intrinsics
+
+        given = (int(entry.get("height", video_hw[0])), int(entry.get("width", video_hw[1])))
+        k = resize_intrinsics(k, given, video_hw)
+    return k
+
+
+def video_intrinsics(video: Path, video_hw: tuple[int, int], intrinsics=None) -> tuple[np.ndarray, str]:
+    """3×3 intrinsics in pixels of the upright video frame and where they came from: `intrinsics` (given), the
+    sidecar ``<stem>.intrinsics.json``, the folder's ``cameras.json``; else a ValueError naming the three ways."""
+    import json
+
+    if intrinsics is not None:
+        return check_intrinsics(intrinsics, "intrinsics"), "given"
+    for sidecar in (
+        video.with_name(video.stem + INTRINSICS_SIDECAR_SUFFIX),
+        Path(str(video) + INTRINSICS_SIDECAR_SUFFIX),
+    ):
+        if sidecar.is_file():
+            try:
+                entry = json.loads(sidecar.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{sidecar}: not valid JSON ({err})") from err
+            return _intrinsics_entry(entry, str(sidecar), video_hw), str(sidecar)
+    cameras = video.parent / CAMERAS_FILE
+    if cameras.is_file():
+        try:
+            table = json.loads(cameras.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{cameras}: not valid JSON ({err})") from err
+        entry = table.get(video.name, table.get(video.stem, table if "fx" in table else table.get("default")))
+        if entry is not None:
+            return _intrinsics_entry(entry, f"{cameras} [{video.name}]", video_hw), str(cameras)
+    raise ValueError(f"{video}: no camera intrinsics; " + MISSING_INTRINSICS_HELP.format(stem=video.stem))
+
+
+def _grey_small(image: np.ndarray) -> np.ndarray:
+    """Grey levels (0-1) block-averaged to about 64 px on the short side (averages sensor noise away)."""
+    step = max(1, min(image.shape[:2]) // 64)
+    height, width = image.shape[0] // step * step, image.shape[1] // step * step
+    grey = image[:height, :width].astype(np.float32).mean(axis=-1) / 255.0
+    return grey.reshape(height // step, step, width // step, step).mean(axis=(1, 3))
+
+
+def clip_motion(target: np.ndarray, sources: list[np.ndarray]) -> float:
+    """Largest mean absolute grey-level change (0-1) between a target frame and its sources (subsampled)."""
+    grey = _grey_small(target)
+    return max(float(np.abs(_grey_small(s) - grey).mean()) for s in sources)
+
+
+def _png(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _video_file_rows(videos, offsets, sampling, static_threshold, stats):
+    from collections import deque
+
+    from .transforms import resize_intrinsics
+    from .video_files import iter_video_frames
+
+    first, last = min(0, *offsets), max(0, *offsets)
+    window = last - first + 1
+    for video in videos:
+        k_video = np.asarray(video["intrinsics"], dtype=np.float32)
+        buffer: deque = deque(maxlen=window)
+        k = None
+        for sampled, frame in enumerate(iter_video_frames(video["path"], **sampling), start=1):
+            if k is None:
+                k = resize_intrinsics(k_video, video["hw"], frame.image.shape[:2]).tolist()
+            buffer.append((frame.image, None))
+            if len(buffer) < window:
+                continue
+            target = -first  # position of the target inside the window
+            images = [buffer[target][0], *(buffer[target + o][0] for o in offsets)]
+            stats["clips"] += 1
+            if static_threshold and clip_motion(images[0], images[1:]) < static_threshold:
+                stats["static"] += 1
+                continue
+            encoded = []
+            for pos in (target, *(target + o for o in offsets)):
+                image, data = buffer[pos]
+                if data is None:
+                    data = _png(image)
+                    buffer[pos] = (image, data)
+                encoded.append({"bytes": data, "path": None})
+            yield {
+                "image": encoded[0],
+                "source_images": encoded[1:],
+                "source_offsets": list(offsets),
+                "intrinsics": k,
+                "poses": None,
+                "depth": None,
+                "scene": Path(video["path"]).name,
+                "frame_index": sampled - 1 - last,
+            }
+    if stats["static"]:
+        logger.info(
+            "video: skipped %d near-static clips of %d (camera not moving: frame change < %g)",
+            stats["static"],
+            stats["clips"],
+            static_threshold,
+        )
+
+
+def load_video_file_dataset(
+    path: str | Path,
+    *,
+    frame_offsets: tuple[int, ...] = (-1, 1),
+    intrinsics=None,
+    max_frames: int | None = None,
+    target_fps: float | None = None,
+    stride: int | None = None,
+    max_size: int | None = None,
+    static_threshold: float | None = DEFAULT_STATIC_THRESHOLD,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+):
+    """The ``video`` dataset kind from video files (``video:PATH``: one file or a folder of them).
+
+    Frames are decoded as a stream; a sliding window of ``max(offsets) - min(offsets) + 1`` frames gives one row per
+    target frame whose sources at `frame_offsets` (counted in *sampled* frames) exist. ``poses`` and ``depth`` are
+    None (train with ``pose_source="network"``). Clips whose frames barely change (:func:`clip_motion` below
+    `static_threshold`; ``None`` or 0 keeps all) are skipped and counted in the log and in the returned dataset's
+    ``skipped_static`` attribute (``Dataset`` only; ``None`` when it came from the datasets cache).
+
+    Intrinsics (pixels of the video's upright frames; rescaled with ``max_size``): `intrinsics` (3×3 or fx, fy, cx,
+    cy) for every video, else each video's sidecar ``<stem>.intrinsics.json``, else the folder's ``cameras.json``;
+    a video with none of them raises a ValueError naming the three ways, before any frame is decoded.
+    """
+    from datasets import Dataset, IterableDataset
+    from datasets.exceptions import DatasetGenerationError
+
+    from .video_files import probe_video
+
+    offsets = tuple(int(o) for o in frame_offsets)
+    if not offsets or 0 in offsets:
+        raise ValueError(f"frame_offsets must be non-empty and non-zero, got {frame_offsets}")
+    files = video_files_in(path)
+    videos = []
+    for file in files:
+        info = probe_video(file)
+        k, _ = video_intrinsics(file, (info.height, info.width), intrinsics)
+        videos.append(
+            {"path": str(file), "hw": (info.height, info.width), "intrinsics": k.tolist(), "stamp": file_stamp(file)}
+        )
+    sampling = {"max_frames": max_frames, "target_fps": target_fps, "stride": stride, "max_size": max_size}
+    stats = {"clips": 0, "static": 0}
+    kwargs = {"videos": videos, "offsets": offsets, "sampling": sampling}
+    kwargs.update(static_threshold=static_threshold, stats=stats)
+    if streaming:
+        return IterableDataset.from_generator(_video_file_rows, features=VIDEO_FEATURES, gen_kwargs=kwargs)
+    try:
+        ds = Dataset.from_generator(_video_file_rows, features=VIDEO_FEATURES, gen_kwargs=kwargs, cache_dir=cache_dir)
+    except DatasetGenerationError as err:
+        cause = err.__cause__
+        while isinstance(cause, DatasetGenerationError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise type(cause)(str(cause)) from err
+        raise
+    except ValueError as err:  # datasets refuses a generator that yielded no row
+        if stats["clips"] == 0 or "no data" not in str(err):
+            raise
+        ds = []
+    if len(ds) == 0:
+        detail = f"{stats['static']} of {stats['clips']} clips near-static" if stats["clips"] else "too few frames"
+        raise ValueError(f"video:{path}: empty dataset, no clip fits frame_offsets {offsets} ({detail})")
+    ds.skipped_static = stats["static"] if stats["clips"] else None
+    return ds
+
+
+def load_video_sequences(
+    spec: str, max_frames: int | None = None, depth_scale: float | None = None, intrinsics=None
+) -> list[dict]:
+    """Whole ordered sequences for temporal evaluation (``mesa-hf evaluate --protocol video``).
+
+    `spec`: ``7scenes:PATH``, ``tum:PATH``, ``hololens:PATH``, ``frames:PATH`` (frame folders with depth and
+    poses), ``video:PATH`` (video files: no depth or poses, flicker only) or ``synthetic[:N]`` (two held-out
+    synthetic-world sequences of N frames, default 8, at 96×128, with exact depth and poses).
+
+    Returns dicts ``name``, ``images`` (list of (H, W, 3) uint8), ``depths`` (list of (H, W) float32 metres, or
+    None), ``poses`` ((N, 4, 4) camera-to-world, or None), ``intrinsics`` (3, 3); at most `max_frames` frames each.
+    """
+    from PIL import Image
+
+    fmt, _, rest = spec.partition(":")
+    if fmt == "synthetic":
+        from .synthetic import synthetic_clip
+
+        num = int(max_frames or (int(rest) if rest else 8))
+        clips = [synthetic_clip(1000, i * 4, 96, 128, frame_offsets=tuple(range(1, num))) for i in range(2)]
+        return [
+            {
+                "name": f"{c['scene']}-{i}",
+                "images": c["images"],
+                "depths": c["depths"],
+                "poses": c["poses"],
+                "intrinsics": c["intrinsics"],
+            }
+            for i, c in enumerate(clips)
+        ]
+    if fmt == "video":
+        from .video_files import iter_video_frames, probe_video
+
+        sequences = []
+        for file in video_files_in(rest):
+            info = probe_video(file)
+            try:
+                k, _ = video_intrinsics(file, (info.height, info.width), intrinsics)
+            except ValueError:
+                k = None  # flicker needs no intrinsics
+            images = [f.image for f in iter_video_frames(file, max_frames=max_frames)]
+            sequences.append({"name": file.name, "images": images, "depths": None, "poses": None, "intrinsics": k})
+        return sequences
+    if fmt not in ("7scenes", "tum", "hololens", "frames"):
+        raise ValueError(
+            f"--protocol video reads 7scenes:, tum:, hololens:, frames:, video: or synthetic datasets, got {spec!r}"
+        )
+    path = Path(rest)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: dataset path not found")
+    k = None if intrinsics is None else check_intrinsics(intrinsics, "intrinsics")
+    if fmt == "7scenes":
+        raw = _seven_scenes(path, k)
+    elif fmt == "tum":
+        raw = _tum(path, k)
+    elif fmt == "hololens":
+        raw = _hololens(path, k)
+    else:
+        raw = _frames(path, k, "png" if depth_scale else None, None if depth_scale is None else 1.0 / depth_scale)
+    sequences = []
+    for seq in raw:
+        n = len(seq["frames"]) if max_frames is None else min(len(seq["frames"]), max_frames)
+        images = []
+        for f in seq["frames"][:n]:
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB")))
+        depths = None
+        if seq["depths"] is not None and all(d is not None for d in seq["depths"][:n]):
+            depths = [decode_depth(d, seq["depth_format"], seq["depth_scale"]) for d in seq["depths"][:n]]
+        poses = None if seq["poses"] is None else np.asarray(seq["poses"][:n], dtype=np.float64)
+        k_seq = check_intrinsics(seq["intrinsics"], f"{spec} ({seq['name']})", required=True)
+        sequences.append({"name": seq["name"], "images": images, "depths": depths, "poses": poses, "intrinsics": k_seq})
+    return sequences

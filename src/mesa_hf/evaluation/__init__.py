@@ -20,6 +20,7 @@ from .metrics import (
 )
 from .predict import collect_inputs, predict_to_files, write_depth_outputs
 from .protocols import PROTOCOLS, EvaluationProtocol, get_protocol
+from .temporal import flicker, temporal_alignment_error
 from .tta import TestTimeAugmentation, flip_tta, sliding_window_offsets, sliding_window_tta
 
 DEPTH_METRIC_MODULE_PATH = Path(__file__).resolve().parent / "depth_metrics"
@@ -50,6 +51,7 @@ __all__ = [
     "crop_mask",
     "evaluate_model",
     "evaluation_mask",
+    "flicker",
     "flip_tta",
     "format_metrics_table",
     "get_protocol",
@@ -63,6 +65,7 @@ __all__ = [
     "save_ply",
     "sliding_window_offsets",
     "sliding_window_tta",
+    "temporal_alignment_error",
     "write_depth_outputs",
     "write_model_card_results",
 ]

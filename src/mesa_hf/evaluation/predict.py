@@ -88,9 +88,8 @@ def _frames_of_file(path: Path, missing_ok: bool = False) -> list[InputFrame]:
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
         raise ValueError(
-            f"{path}: video files need a video decoder, which mesa-hf does not depend on (no OpenCV/PyAV/imageio); "
-            f"extract the frames first, e.g. `ffmpeg -i {path.name} frames/%05d.png`, and pass the folder of frames "
-            "(animated GIF/TIFF/WebP files are read directly)"
+            f"{path}: a video file; predict it with `mesa-hf predict {path.name}` or "
+            "mesa_hf.evaluation.predict_video.predict_video_file (depth mp4 + npz)"
         )
     if suffix in LIST_EXTENSIONS:
         entries = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]

@@ -105,6 +105,15 @@ PROTOCOLS: dict[str, EvaluationProtocol] = {
         clamp_pred=True,
         reference="KITTI Eigen split, Garg crop, 1e-3..80 m (Monodepth2 evaluate_depth.py)",
     ),
+    # video sequences (7-Scenes, TUM, HoloLens, frame folders, the synthetic world): per-frame metrics as below plus
+    # the temporal metrics of mesa_hf.evaluation.temporal (TAE, flicker); `mesa-hf evaluate --protocol video`
+    "video": EvaluationProtocol(
+        name="video",
+        crop=None,
+        min_depth=1e-3,
+        max_depth=10.0,
+        reference="per-frame depth metrics of whole video sequences + temporal alignment error and flicker",
+    ),
 }
 
 
