@@ -136,11 +136,11 @@ def build_demo(
                     cmap = gr.Dropdown(list(COLORMAPS), value=COLORMAPS[0], label="Colour map")
                     range_mode = gr.Radio([RANGE_AUTO, RANGE_FIXED], value=RANGE_AUTO, label="Depth range")
                     with gr.Row():
-                        vmin = gr.Number(label="min (m)", value=None, minimum=0)
-                        vmax = gr.Number(label="max (m)", value=None, minimum=0)
+                        vmin = gr.Number(label="min (m)", value=0.5, minimum=0)
+                        vmax = gr.Number(label="max (m)", value=10.0, minimum=0)
                 with gr.Column(scale=2):
                     slider = gr.ImageSlider(
-                        label="Photo | depth", type="numpy", format="png", interactive=False, elem_id="slider"
+                        label="Photo | depth", type="numpy", format="webp", interactive=False, elem_id="slider"
                     )
                     readout = gr.Markdown(elem_id="readout")
                     with gr.Row():
@@ -174,9 +174,10 @@ def build_demo(
                     cloud_readout = gr.Markdown(elem_id="cloud-readout")
                 with gr.Column(scale=2):
                     viewer = gr.Model3D(
-                        label="Point cloud (camera frame, metres)",
+                        label="Point cloud (metres; seen from behind the camera)",
                         display_mode="point_cloud",
                         clear_color=(0.08, 0.08, 0.1, 1.0),
+                        camera_position=(90, 90, None),  # photo upright (the viewer's copy is y-up)
                         height=520,
                         elem_id="viewer",
                     )
@@ -193,7 +194,9 @@ def build_demo(
                 )
             except ValueError as error:
                 raise _page_error(error) from error
-            return (np.asarray(result.image), colors), engine.readout(result, used, fixed)
+            # the upload itself is shown as the photo (no re-encoding) unless it was downscaled
+            photo = result.source if result.source and not result.downscaled and Path(result.source).is_file() else None
+            return (photo or np.asarray(result.image), colors), engine.readout(result, used, fixed)
 
         def predict(upload: dict | None, use_flip: Any, cmap_name: str, mode: str, low: Any, high: Any):
             # Runs with preprocess=False: Gradio has checked that the file lies in its upload folder, and the file
@@ -237,11 +240,14 @@ def build_demo(
                     intrinsics = engine.intrinsics_from_fov(width, height, float(field_of_view))
                 else:
                     intrinsics = None
-                path, count, stride, used = engine.write_point_cloud(result, intrinsics, int(points_wanted))
+                cloud = engine.write_point_cloud(result, intrinsics, int(points_wanted))
             except ValueError as error:
                 raise _page_error(error) from error
-            text = f"**{count:,} points** (every {stride}. pixel in each direction)  \n**intrinsics** {used.describe()}"
-            return str(path), gr.DownloadButton(value=str(path), interactive=True), text
+            text = (
+                f"**{cloud.points:,} points** (every {cloud.stride}. pixel in each direction)  \n"
+                f"**intrinsics** {cloud.intrinsics.describe()}"
+            )
+            return str(cloud.view_path), gr.DownloadButton(value=str(cloud.path), interactive=True), text
 
         color_inputs = [cmap, range_mode, vmin, vmax]
         cloud_inputs = [result_state, intrinsics_mode, fx, fy, cx, cy, fov, max_points]

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from mesa_hf.evaluation.inference import DepthPredictor, load_checkpoint, preprocess_images, resize_depth
-from mesa_hf.evaluation.io import Intrinsics, colorize_depth, nyu_intrinsics
+from mesa_hf.evaluation.io import Intrinsics, colorize_depth, depth_to_points, nyu_intrinsics, save_ply
 from mesa_hf.evaluation.predict import IMAGE_EXTENSIONS, write_depth_outputs
 from mesa_hf.evaluation.tta import TestTimeAugmentation
 from mesa_hf.image_processing_mesa import load_rgb_image
@@ -81,6 +81,7 @@ class DepthResult:
     upload_size: tuple[int, int]  # (width, height) of the upload
     tta: str
     downscaled: bool = False
+    source: str | None = None  # the uploaded file
 
     @property
     def size(self) -> tuple[int, int]:
@@ -91,6 +92,18 @@ class DepthResult:
     def scale(self) -> float:
         """Processed width / upload width (1.0 unless downscaled)."""
         return self.size[0] / self.upload_size[0]
+
+
+@dataclass(frozen=True)
+class PointCloud:
+    """A written point cloud: ``path`` (camera frame: x right, y down, z forward, metres), ``view_path`` (the same
+    points turned for a y-up viewer), ``points`` count, pixel ``stride``, ``intrinsics`` used (processed pixels)."""
+
+    path: Path
+    view_path: Path
+    points: int
+    stride: int
+    intrinsics: Intrinsics
 
 
 def valid_depth(depth: np.ndarray) -> np.ndarray:
@@ -261,7 +274,9 @@ class DemoEngine:
         """:meth:`load_image` then :meth:`estimate`; the result is named after the file's stem."""
         image, upload_size, downscaled = self.load_image(path, name)
         stem = Path(name or Path(path).name).stem or "image"
-        return self.estimate(image, flip=flip, name=stem, upload_size=upload_size, downscaled=downscaled)
+        result = self.estimate(image, flip=flip, name=stem, upload_size=upload_size, downscaled=downscaled)
+        result.source = str(path)
+        return result
 
     # ------------------------------------------------------------------------------------------ presentation
 
@@ -296,7 +311,7 @@ class DemoEngine:
             f"**depth** min {values.min():.3f} m · median {np.median(values):.3f} m · max {values.max():.3f} m"
             if values.size
             else "**depth**: no valid depth",
-            f"**input** {upload_w}x{upload_h} px"
+            f"**input** {result.name}: {upload_w}x{upload_h} px"
             + (
                 f", downscaled to {width}x{height} (longer side over {self.limits.max_image_side} px)"
                 if result.downscaled
@@ -337,9 +352,10 @@ class DemoEngine:
 
     def write_point_cloud(
         self, result: DepthResult, intrinsics: Intrinsics | None = None, max_points: int | None = None
-    ) -> tuple[Path, int, int, Intrinsics]:
-        """``<name>.ply`` (binary, metres, camera frame, coloured) of every ``stride``-th pixel in each direction
-        so that at most ``max_points`` points remain: (path, points, stride, intrinsics used).
+    ) -> PointCloud:
+        """``<name>.ply`` (binary, metres, camera frame, coloured, as ``mesa-hf predict`` writes) of every
+        ``stride``-th pixel in each direction so that at most ``max_points`` points remain, and its copy for the
+        page's viewer.
 
         ``intrinsics`` are in pixels of the upload (default :meth:`default_intrinsics`) and are scaled to the
         processed image when it was downscaled.
@@ -364,11 +380,15 @@ class DemoEngine:
         stride = max(1, math.ceil(math.sqrt(valid / max_points))) if valid else 1
         sparse = np.zeros_like(result.depth)
         sparse[::stride, ::stride] = result.depth[::stride, ::stride]
+        folder = self._request_folder()
         written = write_depth_outputs(
-            self._request_folder(), result.name, sparse, image=result.image, intrinsics=intrinsics, outputs=("ply",)
+            folder, result.name, sparse, image=result.image, intrinsics=intrinsics, outputs=("ply",)
         )
-        points = int(np.count_nonzero(np.isfinite(sparse) & (sparse > 0)))
-        return written["ply"], points, stride, intrinsics
+        points, colors = depth_to_points(sparse, intrinsics, np.asarray(result.image.convert("RGB")))
+        # The viewer's copy: turned 180 degrees about x (x right, y up, z towards the viewer, as 3-D viewers expect)
+        # so that the page's camera sees the photo upright; the download keeps the camera frame of `predict`.
+        view = save_ply(folder / f"{result.name}_view.ply", points * np.array([1, -1, -1], np.float32), colors)
+        return PointCloud(written["ply"], view, len(points), stride, intrinsics)
 
 
 @functools.lru_cache(maxsize=4)
