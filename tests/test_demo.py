@@ -223,7 +223,7 @@ def test_api_colorize_and_point_cloud(client, files):
     app, _ = client
     _predict(app, files["photo"])  # the session's last prediction
     (_photo, colored), readout = app.predict("gray_r", FIXED, 1.0, 2.0, api_name="/colorize")
-    assert "colour range 1.000 - 2.000 m (fixed)" in readout
+    assert "colour range** 1.000 - 2.000 m (fixed)" in readout
     assert np.asarray(Image.open(colored)).shape == (480, 640, 3)
 
     viewer, ply, text = app.predict(
