@@ -258,3 +258,57 @@ def test_launch_is_local_only_and_limited(client):
     assert demo.server_name == "127.0.0.1" and not demo.share
     assert demo.max_file_size == 25 * 1024 * 1024 and not demo.analytics_enabled
     assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
+
+
+def test_queue_limits_model_runs(client):
+    from mesa_hf.demo.app import MODEL_CONCURRENCY_ID
+
+    _, demo = client
+    predict = next(fn for fn in demo.fns.values() if fn.api_name == "predict")
+    assert predict.concurrency_limit == 1 and predict.concurrency_id == MODEL_CONCURRENCY_ID
+    assert demo._queue.max_size == DemoLimits().max_queue_size
+
+
+# ------------------------------------------------------------------------------------------------ page structure
+
+
+def _tab_labels(demo) -> list[str]:
+    import gradio as gr
+
+    return [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
+
+
+def test_video_tab_only_where_its_module_exists(engine, tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    import sys
+
+    from mesa_hf.demo import app
+
+    assert app.load_video_tab_builder() is None or "Video" in _tab_labels(app.build_demo(engine, examples=[]))
+    monkeypatch.setattr(app, "VIDEO_TAB_MODULE", "mesa_hf_test_video_tab")
+    assert app.load_video_tab_builder() is None
+    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D"]
+
+    (tmp_path / "mesa_hf_test_video_tab.py").write_text(
+        "import gradio as gr\n\n\ndef build_video_tab(engine):\n    gr.Video(label='clip')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mesa_hf_test_video_tab", raising=False)
+    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D", "Video"]
+
+    (tmp_path / "mesa_hf_test_video_tab_missing_dep.py").write_text("import no_such_video_decoder\n")
+    monkeypatch.setattr(app, "VIDEO_TAB_MODULE", "mesa_hf_test_video_tab_missing_dep")
+    assert app.load_video_tab_builder() is None  # a missing decoder: no tab, not a broken one
+
+
+def test_space_app_builds_the_demo(files, monkeypatch):
+    pytest.importorskip("gradio")
+    import runpy
+
+    import gradio as gr
+
+    monkeypatch.setenv("MESA_HF_CHECKPOINT", str(files["checkpoint"]))
+    app = Path(__file__).resolve().parents[1] / "examples" / "app.py"
+    namespace = runpy.run_path(str(app), run_name="space_app")  # builds, does not launch
+    assert isinstance(namespace["demo"], gr.Blocks)
+    assert namespace["demo"].mesa_engine is get_engine(str(files["checkpoint"]))  # loaded once per process

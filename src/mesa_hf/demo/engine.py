@@ -392,8 +392,12 @@ class DemoEngine:
 
 
 @functools.lru_cache(maxsize=4)
+def _cached_engine(checkpoint: str, device: str | None, dtype: str, limits: DemoLimits) -> DemoEngine:
+    return DemoEngine.from_checkpoint(checkpoint, device=device, dtype=dtype, limits=limits)
+
+
 def get_engine(
-    checkpoint: str, device: str | None = None, dtype: str = "fp32", limits: DemoLimits | None = None
+    checkpoint: str | Path, device: str | None = None, dtype: str = "fp32", limits: DemoLimits | None = None
 ) -> DemoEngine:
     """The process-wide :class:`DemoEngine` of ``checkpoint``: loaded on first use, then shared."""
-    return DemoEngine.from_checkpoint(checkpoint, device=device, dtype=dtype, limits=limits)
+    return _cached_engine(str(checkpoint), device, dtype, limits or DemoLimits())
