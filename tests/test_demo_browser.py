@@ -192,7 +192,8 @@ def test_browser_fake_png_shows_message_and_app_keeps_serving(browser_session, d
     page.locator("#photo input[type=file]").set_input_files(str(demo_files["fake"]))
     message = page.get_by_text("notes.png: not an image file")
     message.first.wait_for()
-    page.screenshot(path=str(tmp_path / "fake_png_message.png"), full_page=True)
+    page.wait_for_timeout(1_000)  # the toast slides in
+    page.screenshot(path=str(tmp_path / "fake_png_message.png"))
     assert "Traceback" not in page.content()
 
     # the next request is served
