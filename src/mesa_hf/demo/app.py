@@ -71,7 +71,9 @@ def example_images(folder: str | Path, count: int = 2, height: int = 480, width:
         path = folder / f"synthetic_room_{index}.png"
         if not path.is_file():
             image = synthetic_view(seed=7, index=4 * index, height=height, width=width)[0]
-            Image.fromarray(image).save(path)
+            partial = path.with_name(f".{path.stem}.{os.getpid()}.png")
+            Image.fromarray(image).save(partial)
+            os.replace(partial, path)  # atomic: several demo processes may share the folder
         paths.append(str(path))
     return paths
 

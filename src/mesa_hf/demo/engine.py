@@ -10,6 +10,7 @@ Depth is float32 metres, (H, W) at the size of the image as processed (the uploa
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 import re
@@ -175,6 +176,7 @@ class DemoEngine:
         }
         self._lock = threading.Lock()
         self.output_root = Path(tempfile.mkdtemp(prefix="mesa-hf-demo-"))
+        atexit.register(shutil.rmtree, self.output_root, ignore_errors=True)  # Gradio keeps its own copies
         self._keep_outputs = 32
 
     @classmethod
