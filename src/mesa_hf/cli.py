@@ -357,6 +357,10 @@ register_subcommand(
     "convert", "convert a SimMIM Swin-V2 or MIM-Depth checkpoint to MeSa", add_convert_arguments, run_convert
 )
 
+from mesa_hf.demo.cli import add_demo_arguments, run_demo  # noqa: E402
+
+register_subcommand("demo", "web demo (Gradio): depth of photos, point clouds", add_demo_arguments, run_demo)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mesa-hf", description="MeSa monocular depth models (Hugging Face).")

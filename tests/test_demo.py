@@ -1,0 +1,314 @@
+"""The web demo: its engine (no web framework), the `mesa-hf demo` command, and every endpoint of the launched app
+driven with gradio_client (outputs' shapes and units; the 16-bit PNG equal to `mesa-hf predict`'s)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mesa_hf.cli import SUBCOMMANDS, main
+from mesa_hf.demo import DemoEngine, DemoLimits, get_engine, resolve_checkpoint
+from mesa_hf.demo.engine import UnreadableImageError
+from mesa_hf.evaluation.io import Intrinsics, load_depth_png16, nyu_intrinsics, read_ply
+
+from .demo_support import launched_demo, read_png16, save_fake_png, save_photo, save_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("demo")
+    return {
+        "root": root,
+        "checkpoint": save_tiny_checkpoint(root / "checkpoint"),
+        "photo": save_photo(root / "photo.png"),
+        "fake": save_fake_png(root / "notes.png"),
+    }
+
+
+@pytest.fixture(scope="module")
+def engine(files) -> DemoEngine:
+    return get_engine(str(files["checkpoint"]))
+
+
+@pytest.fixture(scope="module")
+def predict_png(files) -> Path:
+    """`mesa-hf predict` on the photo: its 16-bit depth PNG."""
+    output_dir = files["root"] / "predict"
+    assert main(["predict", str(files["photo"]), "--checkpoint", str(files["checkpoint"]), "--output-dir",
+                 str(output_dir), "--outputs", "png16", "--no-progress"]) == 0  # fmt: skip
+    return output_dir / "photo_depth.png"
+
+
+# ------------------------------------------------------------------------------------------------ checkpoint, CLI
+
+
+def test_resolve_checkpoint_default_and_error(tmp_path):
+    assert resolve_checkpoint("user/model") == "user/model"
+    with pytest.raises(FileNotFoundError, match=r"make demo.*mesa-hf convert"):
+        resolve_checkpoint(None, default=tmp_path / "missing")
+    (tmp_path / "finetuned").mkdir()
+    (tmp_path / "finetuned" / "config.json").write_text("{}")
+    assert resolve_checkpoint(None, default=tmp_path / "finetuned") == str(tmp_path / "finetuned")
+
+
+def test_demo_command_without_checkpoint_names_how_to_get_one(tmp_path, monkeypatch, capsys):
+    assert "demo" in SUBCOMMANDS
+    monkeypatch.chdir(tmp_path)  # no outputs/main-job/finetuned here
+    assert main(["demo"]) == 2
+    error = capsys.readouterr().err
+    assert "outputs/main-job/finetuned" in error and "make demo" in error and "mesa-hf convert" in error
+
+
+def test_missing_checkpoint_folder_and_hub_id_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
+        DemoEngine.from_checkpoint(tmp_path / "nothing" / "here")
+    with pytest.raises(FileNotFoundError, match="not a local folder and could not be fetched"):
+        DemoEngine.from_checkpoint("nobody-here/no-such-model")  # offline: not in the (empty) cache
+
+
+def test_engine_loads_once_per_process(files):
+    assert get_engine(str(files["checkpoint"])) is get_engine(str(files["checkpoint"]))
+
+
+# ------------------------------------------------------------------------------------------------ engine
+
+
+def test_estimate_matches_predict_png(engine, files, predict_png, tmp_path):
+    result = engine.predict_file(files["photo"])
+    assert result.depth.shape == (480, 640) and result.depth.dtype == np.float32
+    assert result.name == "photo" and not result.downscaled and result.seconds > 0
+    written = engine.write_downloads(result)
+    assert written["png16"].name == "photo_depth.png"
+    demo_units, cli_units = read_png16(written["png16"]), read_png16(predict_png)
+    assert np.abs(demo_units - cli_units).max() <= 1  # within 1 mm
+    np.testing.assert_allclose(np.load(written["npy"]), load_depth_png16(written["png16"]), atol=0.0005 + 1e-6)
+
+
+def test_flip_tta_is_the_mean_of_both_passes(engine, files):
+    from mesa_hf.evaluation.inference import preprocess_images, resize_depth
+
+    image, *_ = engine.load_image(files["photo"])
+    flipped = engine.estimate(image, flip=True)
+    pixel_values = preprocess_images(engine.processor, [image])[0][None]
+    with torch.inference_mode():
+        forward = engine.model(pixel_values=pixel_values).predicted_depth
+        backward = engine.model(pixel_values=pixel_values.flip(-1)).predicted_depth.flip(-1)
+    expected = resize_depth(((forward + backward) / 2)[0], (480, 640)).numpy()
+    np.testing.assert_allclose(flipped.depth, expected, rtol=1e-4, atol=1e-4)
+    assert flipped.tta == "flip"
+
+
+def test_unreadable_uploads_get_messages_without_paths(engine, files, tmp_path):
+    with pytest.raises(UnreadableImageError, match=r"notes\.png: not an image file") as error:
+        engine.load_image(files["fake"])
+    assert str(files["root"]) not in str(error.value)
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(files["photo"].read_bytes()[:5000])
+    with pytest.raises(UnreadableImageError, match=r"cut\.png: broken image file"):
+        engine.load_image(truncated)
+
+
+def test_huge_images_refused_and_large_ones_downscaled(files, engine, tmp_path):
+    small_limits = DemoEngine(engine.model, engine.processor, limits=DemoLimits(max_image_pixels=100_000))
+    with pytest.raises(UnreadableImageError, match="over this demo's limit"):
+        small_limits.load_image(files["photo"])  # 307,200 pixels
+
+    big = tmp_path / "big.png"
+    Image.open(files["photo"]).resize((2560, 1920)).save(big)
+    result = engine.predict_file(big)
+    assert result.downscaled and result.upload_size == (2560, 1920) and result.size == (640, 480)
+    readout = engine.readout(result, engine.color_range(result.depth), fixed=False)
+    assert "2560x1920 px, downscaled to 640x480" in readout
+    # intrinsics given for the upload are scaled to the processed image
+    cloud = engine.write_point_cloud(result, Intrinsics(2000.0, 2000.0, 1279.5, 959.5), max_points=10**6)
+    assert cloud.intrinsics.fx == pytest.approx(500.0) and cloud.intrinsics.cx == pytest.approx(319.5)
+
+
+def test_colour_range_and_readout_units(engine, files):
+    result = engine.predict_file(files["photo"])
+    values = result.depth.ravel()
+    low, high = engine.color_range(result.depth)
+    assert low == pytest.approx(np.percentile(values, 2)) and high == pytest.approx(np.percentile(values, 98))
+    colors, used = engine.colorize(result, "gray_r", vmin=1.0, vmax=2.0)
+    assert colors.shape == (480, 640, 3) and colors.dtype == np.uint8 and used == (1.0, 2.0)
+    text = engine.readout(result, used, fixed=True)
+    assert f"median {np.median(values):.3f} m" in text and "640x480 px" in text and "(fixed)" in text
+    with pytest.raises(ValueError, match="min < max"):
+        engine.colorize(result, "magma_r", vmin=3.0, vmax=2.0)
+    with pytest.raises(ValueError, match="unknown colour map"):
+        engine.colorize(result, "not-a-map")
+
+
+def test_point_cloud_density_and_intrinsics(engine, files):
+    result = engine.predict_file(files["photo"])
+    cloud = engine.write_point_cloud(result, max_points=20_000)
+    stride = math.ceil(math.sqrt(640 * 480 / 20_000))  # 5
+    assert cloud.stride == stride and cloud.points == math.ceil(480 / stride) * math.ceil(640 / stride) <= 20_000
+    assert cloud.intrinsics == nyu_intrinsics(480, 640)  # what `mesa-hf predict` prints
+    header, vertices = read_ply(cloud.path)
+    assert f"element vertex {cloud.points}" in header
+    # the point of pixel (row 5 * stride, column 7 * stride) back-projects with z = its depth
+    k, row, col = cloud.intrinsics, 5 * stride, 7 * stride
+    index = 5 * math.ceil(640 / stride) + 7
+    z = result.depth[row, col]
+    np.testing.assert_allclose(vertices["z"][index], z, rtol=1e-6)
+    np.testing.assert_allclose(vertices["x"][index], (col - k.cx) * z / k.fx, rtol=1e-5)
+    _, view = read_ply(cloud.view_path)  # the viewer's copy: turned 180 degrees about x
+    np.testing.assert_allclose(view["y"], -vertices["y"])
+    np.testing.assert_allclose(view["z"], -vertices["z"])
+
+    fov = engine.intrinsics_from_fov(640, 480, 90.0)
+    assert fov.fx == pytest.approx(320.0) and fov.cx == pytest.approx(319.5)
+    with pytest.raises(ValueError, match="field of view"):
+        engine.intrinsics_from_fov(640, 480, 180.0)
+    with pytest.raises(ValueError, match="focal lengths must be positive"):
+        engine.write_point_cloud(result, Intrinsics(0.0, 500.0, 320.0, 240.0))
+
+
+# ------------------------------------------------------------------------------------------------ the app's API
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+@pytest.fixture(scope="module")
+def client(files):
+    pytest.importorskip("gradio")
+    with launched_demo(files["checkpoint"], files["root"] / "gradio-tmp") as (url, demo):
+        assert url.startswith("http://127.0.0.1:")
+        yield gradio_client.Client(url, verbose=False, download_files=str(files["root"] / "client-downloads")), demo
+
+
+AUTO = "automatic (percentiles)"
+FIXED = "fixed min / max"
+
+
+def _predict(client, photo: Path, flip: bool = False, cmap: str = "magma_r", mode: str = AUTO, low=None, high=None):
+    return client.predict(
+        gradio_client.handle_file(str(photo)), flip, cmap, mode, low, high, api_name="/predict"
+    )  # fmt: skip
+
+
+def test_every_event_has_a_public_api_name(client):
+    app, demo = client
+    names = set(app.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert names == {"/predict", "/colorize", "/point_cloud"}
+    assert all(dependency.api_name for dependency in demo.fns.values())
+
+
+def test_api_predict_outputs(client, files, predict_png):
+    app, _ = client
+    pair, readout, png16, npy, fx, fy, cx, cy = _predict(app, files["photo"])
+    photo, colored = (np.asarray(Image.open(p)) for p in pair)
+    assert photo.shape == colored.shape == (480, 640, 3)
+    assert "median" in readout and " m " in readout and "640x480 px" in readout and "inference" in readout
+    png16 = png16["value"] if isinstance(png16, dict) else png16
+    npy = npy["value"] if isinstance(npy, dict) else npy
+    assert Path(png16).name == "photo_depth.png" and Path(npy).name == "photo_depth.npy"
+    units = read_png16(png16)
+    assert units.shape == (480, 640) and np.abs(units - read_png16(predict_png)).max() <= 1  # 1 unit = 1 mm
+    depth = np.load(npy)
+    assert depth.dtype == np.float32 and depth.shape == (480, 640)
+    np.testing.assert_allclose(units / 1000.0, depth, atol=0.0005 + 1e-6)
+    expected = nyu_intrinsics(480, 640)
+    assert (fx, fy, cx, cy) == pytest.approx((expected.fx, expected.fy, expected.cx, expected.cy), abs=1e-3)
+
+
+def test_api_colorize_and_point_cloud(client, files):
+    app, _ = client
+    _predict(app, files["photo"])  # the session's last prediction
+    (_photo, colored), readout = app.predict("gray_r", FIXED, 1.0, 2.0, api_name="/colorize")
+    assert "colour range** 1.000 - 2.000 m (fixed)" in readout
+    assert np.asarray(Image.open(colored)).shape == (480, 640, 3)
+
+    viewer, ply, text = app.predict(
+        "fx fy cx cy (pixels)", 500.0, 500.0, 319.5, 239.5, 60.0, 30_000, api_name="/point_cloud"
+    )
+    ply = ply["value"] if isinstance(ply, dict) else ply
+    _header, vertices = read_ply(ply)
+    stride = math.ceil(math.sqrt(640 * 480 / 30_000))
+    assert len(vertices) == math.ceil(480 / stride) * math.ceil(640 / stride) and f"every {stride}." in text
+    assert "fx=500.000" in text and Path(viewer).name == "photo_view.ply"
+    _, vertices_fov = read_ply(
+        (lambda r: r["value"] if isinstance(r, dict) else r)(
+            app.predict("field of view", None, None, None, None, 90.0, 30_000, api_name="/point_cloud")[1]
+        )
+    )
+    # same depth, focal 320 instead of 500: x scales by 500 / 320 around the same centre column
+    np.testing.assert_allclose(vertices_fov["z"], vertices["z"], rtol=1e-6)
+    with pytest.raises(gradio_client.exceptions.AppError, match="give all four"):
+        app.predict("fx fy cx cy (pixels)", None, 500.0, 319.5, 239.5, 60.0, 30_000, api_name="/point_cloud")
+
+
+def test_api_fake_png_is_an_error_message_then_next_request_served(client, files):
+    app, _ = client
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"notes\.png: not an image file") as error:
+        _predict(app, files["fake"])
+    assert "Traceback" not in str(error.value) and str(files["root"]) not in str(error.value)
+    assert "median" in _predict(app, files["photo"])[1]
+
+
+def test_launch_is_local_only_and_limited(client):
+    _, demo = client
+    assert demo.server_name == "127.0.0.1" and not demo.share
+    assert demo.max_file_size == 25 * 1024 * 1024 and not demo.analytics_enabled
+    assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
+
+
+def test_queue_limits_model_runs(client):
+    from mesa_hf.demo.app import MODEL_CONCURRENCY_ID
+
+    _, demo = client
+    predict = next(fn for fn in demo.fns.values() if fn.api_name == "predict")
+    assert predict.concurrency_limit == 1 and predict.concurrency_id == MODEL_CONCURRENCY_ID
+    assert demo._queue.max_size == DemoLimits().max_queue_size
+
+
+# ------------------------------------------------------------------------------------------------ page structure
+
+
+def _tab_labels(demo) -> list[str]:
+    import gradio as gr
+
+    return [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
+
+
+def test_video_tab_only_where_its_module_exists(engine, tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    import sys
+
+    from mesa_hf.demo import app
+
+    assert app.load_video_tab_builder() is None or "Video" in _tab_labels(app.build_demo(engine, examples=[]))
+    monkeypatch.setattr(app, "VIDEO_TAB_MODULE", "mesa_hf_test_video_tab")
+    assert app.load_video_tab_builder() is None
+    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D"]
+
+    (tmp_path / "mesa_hf_test_video_tab.py").write_text(
+        "import gradio as gr\n\n\ndef build_video_tab(engine):\n    gr.Video(label='clip')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mesa_hf_test_video_tab", raising=False)
+    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D", "Video"]
+
+    (tmp_path / "mesa_hf_test_video_tab_missing_dep.py").write_text("import no_such_video_decoder\n")
+    monkeypatch.setattr(app, "VIDEO_TAB_MODULE", "mesa_hf_test_video_tab_missing_dep")
+    assert app.load_video_tab_builder() is None  # a missing decoder: no tab, not a broken one
+
+
+def test_space_app_builds_the_demo(files, monkeypatch):
+    pytest.importorskip("gradio")
+    import runpy
+
+    import gradio as gr
+
+    monkeypatch.setenv("MESA_HF_CHECKPOINT", str(files["checkpoint"]))
+    app = Path(__file__).resolve().parents[1] / "examples" / "app.py"
+    namespace = runpy.run_path(str(app), run_name="space_app")  # builds, does not launch
+    assert isinstance(namespace["demo"], gr.Blocks)
+    assert namespace["demo"].mesa_engine is get_engine(str(files["checkpoint"]))  # loaded once per process
