@@ -91,7 +91,7 @@ def test_estimate_matches_predict_png(engine, files, predict_png, tmp_path):
 
 
 def test_flip_tta_is_the_mean_of_both_passes(engine, files):
-    from mesa_hf.evaluation.inference import preprocess_images, resize_depth
+    from mesa_hf.evaluation.inference import preprocess_images, resize_depth_bilinear
 
     image, *_ = engine.load_image(files["photo"])
     flipped = engine.estimate(image, flip=True)
@@ -99,7 +99,7 @@ def test_flip_tta_is_the_mean_of_both_passes(engine, files):
     with torch.inference_mode():
         forward = engine.model(pixel_values=pixel_values).predicted_depth
         backward = engine.model(pixel_values=pixel_values.flip(-1)).predicted_depth.flip(-1)
-    expected = resize_depth(((forward + backward) / 2)[0], (480, 640)).numpy()
+    expected = resize_depth_bilinear(((forward + backward) / 2)[0], (480, 640)).numpy()
     np.testing.assert_allclose(flipped.depth, expected, rtol=1e-4, atol=1e-4)
     assert flipped.tta == "flip"
 

@@ -2,7 +2,7 @@
 predict depth (optional flip TTA), colour it, write the downloads and the point cloud.
 
 Everything reuses mesa_hf's own pieces: :func:`~mesa_hf.evaluation.inference.preprocess_images` +
-:class:`~mesa_hf.evaluation.inference.DepthPredictor` + :func:`~mesa_hf.evaluation.inference.resize_depth` (the
+:class:`~mesa_hf.evaluation.inference.DepthPredictor` + :func:`~mesa_hf.evaluation.inference.resize_depth_bilinear` (the
 steps of ``mesa-hf predict``), :func:`~mesa_hf.evaluation.predict.write_depth_outputs` (16-bit PNG in mm, float32
 ``.npy`` in m, ``.ply``), :func:`~mesa_hf.evaluation.io.colorize_depth` and the NYUv2 intrinsics ``predict`` assumes.
 Depth is float32 metres, (H, W) at the size of the image as processed (the upload, or its downscaled copy).
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mesa_hf.evaluation.inference import DepthPredictor, load_checkpoint, preprocess_images, resize_depth
+from mesa_hf.evaluation.inference import DepthPredictor, load_checkpoint, preprocess_images, resize_depth_bilinear
 from mesa_hf.evaluation.io import Intrinsics, colorize_depth, depth_to_points, nyu_intrinsics, save_ply
 from mesa_hf.evaluation.predict import IMAGE_EXTENSIONS, write_depth_outputs
 from mesa_hf.evaluation.tta import TestTimeAugmentation
@@ -258,7 +258,7 @@ class DemoEngine:
             start = time.perf_counter()
             pixel_values = preprocess_images(self.processor, [image])[0]
             depth = predictor(pixel_values[None]).cpu()[0]
-            depth = resize_depth(depth, (image.size[1], image.size[0])).numpy().astype(np.float32)
+            depth = resize_depth_bilinear(depth, (image.size[1], image.size[0])).numpy().astype(np.float32)
             seconds = time.perf_counter() - start
         if not np.isfinite(depth).all():
             raise ValueError(f"{name}: the model returned non-finite depth for this image")
