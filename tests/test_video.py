@@ -351,3 +351,17 @@ def test_geometric_stage_trains_from_mp4_with_intrinsics_and_sidecar(training_vi
         assert result.global_step == 2 and np.isfinite(result.last_loss)
         assert (tmp_path / name / "model.safetensors").is_file()
         assert "poses from the network" in result.stages[-1]["notes"]
+
+
+def test_temporal_alignment_error_of_real_ground_truth_is_small(shared_data):
+    from mesa_hf.data.video import load_video_sequences
+
+    sequence = load_video_sequences(f"hololens:{shared_data / 'hololens20'}", max_frames=5)[0]
+    depth = np.stack(sequence["depths"])
+    assert depth.shape == (5, 360, 540)
+    exact = temporal_alignment_error(depth, sequence["poses"], sequence["intrinsics"], depth)
+    factors = np.random.default_rng(0).uniform(0.9, 1.1, len(depth))
+    jittered = temporal_alignment_error(
+        depth * factors[:, None, None], sequence["poses"], sequence["intrinsics"], depth
+    )
+    assert exact < 0.01 < 0.05 < jittered  # real sensor depth + poses agree: the pose convention is right
