@@ -365,3 +365,22 @@ def test_temporal_alignment_error_of_real_ground_truth_is_small(shared_data):
         depth * factors[:, None, None], sequence["poses"], sequence["intrinsics"], depth
     )
     assert exact < 0.01 < 0.05 < jittered  # real sensor depth + poses agree: the pose convention is right
+
+
+def test_pretrain_example_takes_intrinsics_for_a_video(training_videos, tmp_path, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "pretrain.py"
+    spec = importlib.util.spec_from_file_location("mesa_example_pretrain_video", script)
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    args = ["--objective", "geometric", "--preset", "test", "--dataset", f"video:{training_videos / 'walk.mp4'}"]
+    args += ["--pose_source", "network", "--recipe", "demo", "--image_size", "64", "64", "--max_train_steps", "1"]
+    args += ["--per_device_train_batch_size", "2", "--cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(ValueError, match="three ways"):
+        pretrain.main([*args, "--output_dir", str(tmp_path / "none")])
+    assert not (tmp_path / "none" / "geometric" / "model.safetensors").exists()  # failed before training
+    assert (
+        pretrain.main([*args, "--intrinsics", "64.8", "69.3", "39.5", "31.5", "--output_dir", str(tmp_path / "k")]) == 0
+    )
+    assert "geometric        1" in capsys.readouterr().out
