@@ -113,12 +113,22 @@ def _bad_videos(tmp_path: Path) -> dict[str, Path]:
     corrupt.write_bytes(good[:32] + np.random.default_rng(0).bytes(4000))  # mp4 signature, then garbage
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    return {"corrupt": corrupt, "audio": _audio_only(tmp_path / "voice.mp4"), "empty": empty}
+    unknown = bytearray(good)  # the sample entry's codec 'avc1' renamed: a codec FFmpeg has no decoder for
+    at = unknown.find(b"avc1", unknown.find(b"stsd"))
+    unknown[at : at + 4] = b"zzzz"
+    codec = tmp_path / "codec.mp4"
+    codec.write_bytes(bytes(unknown))
+    return {"corrupt": corrupt, "audio": _audio_only(tmp_path / "voice.mp4"), "empty": empty, "codec": codec}
 
 
 def test_bad_video_files_give_one_line_errors_naming_the_file(tmp_path, checkpoint, capsys):
     bad = _bad_videos(tmp_path)
-    expected = {"corrupt": "not a readable video", "audio": "no video stream", "empty": "empty file"}
+    expected = {
+        "corrupt": "not a readable video",
+        "audio": "no video stream",
+        "empty": "empty file",
+        "codec": "unsupported video codec",
+    }
     for kind, path in bad.items():
         with pytest.raises(VideoReadError, match=expected[kind]) as error:
             list(iter_video_frames(path))
