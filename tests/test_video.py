@@ -113,12 +113,22 @@ def _bad_videos(tmp_path: Path) -> dict[str, Path]:
     corrupt.write_bytes(good[:32] + np.random.default_rng(0).bytes(4000))  # mp4 signature, then garbage
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    return {"corrupt": corrupt, "audio": _audio_only(tmp_path / "voice.mp4"), "empty": empty}
+    unknown = bytearray(good)  # the sample entry's codec 'avc1' renamed: a codec FFmpeg has no decoder for
+    at = unknown.find(b"avc1", unknown.find(b"stsd"))
+    unknown[at : at + 4] = b"zzzz"
+    codec = tmp_path / "codec.mp4"
+    codec.write_bytes(bytes(unknown))
+    return {"corrupt": corrupt, "audio": _audio_only(tmp_path / "voice.mp4"), "empty": empty, "codec": codec}
 
 
 def test_bad_video_files_give_one_line_errors_naming_the_file(tmp_path, checkpoint, capsys):
     bad = _bad_videos(tmp_path)
-    expected = {"corrupt": "not a readable video", "audio": "no video stream", "empty": "empty file"}
+    expected = {
+        "corrupt": "not a readable video",
+        "audio": "no video stream",
+        "empty": "empty file",
+        "codec": "unsupported video codec",
+    }
     for kind, path in bad.items():
         with pytest.raises(VideoReadError, match=expected[kind]) as error:
             list(iter_video_frames(path))
@@ -351,3 +361,36 @@ def test_geometric_stage_trains_from_mp4_with_intrinsics_and_sidecar(training_vi
         assert result.global_step == 2 and np.isfinite(result.last_loss)
         assert (tmp_path / name / "model.safetensors").is_file()
         assert "poses from the network" in result.stages[-1]["notes"]
+
+
+def test_temporal_alignment_error_of_real_ground_truth_is_small(shared_data):
+    from mesa_hf.data.video import load_video_sequences
+
+    sequence = load_video_sequences(f"hololens:{shared_data / 'hololens20'}", max_frames=5)[0]
+    depth = np.stack(sequence["depths"])
+    assert depth.shape == (5, 360, 540)
+    exact = temporal_alignment_error(depth, sequence["poses"], sequence["intrinsics"], depth)
+    factors = np.random.default_rng(0).uniform(0.9, 1.1, len(depth))
+    jittered = temporal_alignment_error(
+        depth * factors[:, None, None], sequence["poses"], sequence["intrinsics"], depth
+    )
+    assert exact < 0.01 < 0.05 < jittered  # real sensor depth + poses agree: the pose convention is right
+
+
+def test_pretrain_example_takes_intrinsics_for_a_video(training_videos, tmp_path, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "pretrain.py"
+    spec = importlib.util.spec_from_file_location("mesa_example_pretrain_video", script)
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    args = ["--objective", "geometric", "--preset", "test", "--dataset", f"video:{training_videos / 'walk.mp4'}"]
+    args += ["--pose_source", "network", "--recipe", "demo", "--image_size", "64", "64", "--max_train_steps", "1"]
+    args += ["--per_device_train_batch_size", "2", "--cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(ValueError, match="three ways"):
+        pretrain.main([*args, "--output_dir", str(tmp_path / "none")])
+    assert not (tmp_path / "none" / "geometric" / "model.safetensors").exists()  # failed before training
+    assert (
+        pretrain.main([*args, "--intrinsics", "64.8", "69.3", "39.5", "31.5", "--output_dir", str(tmp_path / "k")]) == 0
+    )
+    assert "geometric        1" in capsys.readouterr().out

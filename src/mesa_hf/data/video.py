@@ -491,7 +491,8 @@ def load_video_file_dataset(
 
     Frames are decoded as a stream; a sliding window of ``max(offsets) - min(offsets) + 1`` frames gives one row per
     target frame whose sources at `frame_offsets` (counted in *sampled* frames) exist. ``poses`` and ``depth`` are
-    None (train with ``pose_source="network"``). Clips whose frames barely change (:func:`clip_motion` below
+    None (train with ``pose_source="network"``); ``scene`` is the file name and ``frame_index`` the target's position
+    among the sampled frames. Clips whose frames barely change (:func:`clip_motion` below
     `static_threshold`; ``None`` or 0 keeps all) are skipped and counted in the log and in the returned dataset's
     ``skipped_static`` attribute (``Dataset`` only; ``None`` when it came from the datasets cache).
 
