@@ -312,3 +312,17 @@ def test_space_app_builds_the_demo(files, monkeypatch):
     namespace = runpy.run_path(str(app), run_name="space_app")  # builds, does not launch
     assert isinstance(namespace["demo"], gr.Blocks)
     assert namespace["demo"].mesa_engine is get_engine(str(files["checkpoint"]))  # loaded once per process
+
+
+def test_uploads_over_the_size_limit_are_refused(client, files):
+    import httpx
+
+    app, demo = client
+    too_big = files["root"] / "too_big.png"
+    too_big.write_bytes(files["photo"].read_bytes() + bytes(26 * 1024 * 1024))  # over the 25 MB default
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        _predict(app, too_big)  # gradio_client reads the limit from the app
+    with too_big.open("rb") as upload:  # and the server itself refuses it
+        response = httpx.post(f"{demo.local_url.rstrip('/')}/gradio_api/upload", files={"files": upload}, timeout=60)
+    assert response.status_code == 413
+    assert "median" in _predict(app, files["photo"])[1]
