@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from safetensors.torch import load_file
 
@@ -154,15 +155,20 @@ def test_sigkill_on_two_processes_resumes_to_the_uninterrupted_weights(tmp_path,
         env=_env(cache),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the launcher and both workers are killed together
     )
     checkpoint = killed / "checkpoints" / "step_4"
     deadline = time.time() + 240
     while not checkpoint.is_dir() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
+    # SIGKILL to both workers and the launcher (torchrun's workers do not share its process group)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert len(workers) >= 2, "the run finished before it could be killed"
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)
     process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    psutil.wait_procs(workers, timeout=30)
+    assert process.returncode == -signal.SIGKILL
     assert not (killed / "stage_results.json").exists()
     _run(FINETUNE, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"], cache)
     recorded = _complete(killed)

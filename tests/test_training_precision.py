@@ -7,10 +7,9 @@ from __future__ import annotations
 import math
 
 import torch
-from accelerate import Accelerator
 
 from mesa_hf import MeSaConfig, MeSaForDepthEstimation
-from mesa_hf.training import MeSaTrainingArguments, train
+from mesa_hf.training import MeSaTrainingArguments, build_accelerator, train
 
 
 def _depth_rows(num: int = 6, size: int = 64) -> list[dict[str, torch.Tensor]]:
@@ -35,8 +34,10 @@ def test_bf16_training_steps_give_finite_losses(tmp_path):
     assert all(math.isfinite(loss) and loss > 0 for loss in result.losses), result.losses
 
 
-def test_fp16_on_cpu_is_not_autocast_by_accelerate_so_a_direct_fp16_step_is_checked():
-    accelerator = Accelerator(mixed_precision="fp16", cpu=True)
+def test_fp16_on_cpu_is_not_autocast_by_accelerate_so_a_direct_fp16_step_is_checked(tmp_path):
+    accelerator = build_accelerator(
+        MeSaTrainingArguments(output_dir=str(tmp_path), mixed_precision="fp16", use_cpu=True)
+    )
     assert accelerator.native_amp is False  # the reason for the direct autocast below
     torch.manual_seed(0)
     model = MeSaForDepthEstimation(MeSaConfig.from_preset("test"))
