@@ -52,7 +52,7 @@ def test_fp16_on_cpu_is_not_autocast_by_accelerate_so_a_direct_fp16_step_is_chec
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
         assert torch.isfinite(out.predicted_depth).all()
     assert all(math.isfinite(loss) for loss in losses), losses
     print(f"fp16 autocast on CPU: losses {losses}, prediction dtypes {dtypes}")

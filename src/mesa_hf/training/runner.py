@@ -137,16 +137,19 @@ def _apply_overrides(config: MeSaConfig, config_overrides: dict[str, Any], backb
         setattr(config.backbone_config, key, value)
 
 
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
 def _from_pretrained_quietly(model_class, name: str, config: MeSaConfig):
-    """``from_pretrained(..., output_loading_info=True)`` with transformers' LOAD REPORT held back (the caller
-    reports what is unexpected)."""
+    """``from_pretrained(..., output_loading_info=True)`` with transformers' LOAD REPORT held back by a logging
+    filter (the caller reports what is unexpected); every other transformers message passes."""
     hf_logger = logging.getLogger("transformers.modeling_utils")
-    level = hf_logger.level
-    hf_logger.setLevel(logging.ERROR)
+    hf_logger.addFilter(_drop_load_report)
     try:
         return model_class.from_pretrained(name, config=config, output_loading_info=True)
     finally:
-        hf_logger.setLevel(level)
+        hf_logger.removeFilter(_drop_load_report)
 
 
 def report_loading(stage: str, source: str, previous_stage: str | None, loading: dict[str, list[str]]) -> None:
