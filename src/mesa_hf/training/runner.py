@@ -441,7 +441,7 @@ def run_stage(
         config_values.update(spec.demo.get("config", {}))
     config_values.update(settings.config_overrides)
     backbone_values.update(settings.backbone_overrides)
-    seed = settings.args.seed if settings.args is not None else settings.training.get("seed") or 42
+    seed = settings.args.seed if settings.args is not None else settings.training.get("seed", 42)
     set_seed(seed)
     model, loading_info = load_stage_model(stage, model_name_or_path, config_values, backbone_values)
     config = model.config
