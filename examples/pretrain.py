@@ -5,85 +5,92 @@
         --output_dir mesa-pretrain
     accelerate launch examples/pretrain.py --objective geometric --model_name_or_path mesa-pretrain/masked \\
         --dataset nyu_raw:/data/nyu_raw --eval_dataset nyuv2:/data/nyu_depth_v2_labeled.mat --output_dir mesa-pretrain
+    python examples/pretrain.py --objective supervised --dataset folder:my_rgbd --depth_scale 0.001 \\
+        --output_dir mesa-pretrain
 
 With no dataset argument every stage trains on the synthetic RGB-D world (the ``demo`` preset and recipe). With
 ``--objective all`` each stage starts from the previous stage's folder ``<output_dir>/<stage>``; every stage folder
-is a complete ``save_pretrained`` checkpoint. A thin wrapper over `mesa_hf.training.stages`.
+is a complete ``save_pretrained`` checkpoint. Several processes: see docs/training.md. A thin wrapper over
+`mesa_hf.training.runner`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
-from mesa_hf.data.specs import FolderOptions, load_dataset_spec
+from mesa_hf.data.specs import load_dataset_spec
 from mesa_hf.training.cli import (
-    add_training_arguments,
-    check_hub_arguments,
-    format_comparison,
-    format_summary,
+    build_parser,
     is_main_process,
-    push_stage_folder,
+    parse_arguments,
+    print_results,
+    push_from_main,
     setup_logging,
-    training_overrides,
+    stage_settings,
 )
-from mesa_hf.training.stages import PRETRAINING_ORDER, get_stage, run_stages
+from mesa_hf.training.recipes import PRETRAINING_ORDER, get_stage
+from mesa_hf.training.runner import run_stages
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objective", choices=(*PRETRAINING_ORDER, "all"), default="all")
-    parser.add_argument(
-        "--model_name_or_path",
+@dataclass
+class PretrainArguments:
+    """What to pre-train, from what, on which data."""
+
+    objective: str = field(default="all", metadata={"help": "stage to run", "choices": (*PRETRAINING_ORDER, "all")})
+    model_name_or_path: str | None = field(
         default=None,
-        help="a preset (tiny/base/large/demo/test), a previous stage's folder or a Hub id; default: --preset",
+        metadata={
+            "help": "a preset (tiny/base/large/demo/test), a previous stage's folder or a Hub id; default: --preset"
+        },
     )
-    parser.add_argument("--preset", default=None, help="default: 'demo' on synthetic data, else 'base'")
-    parser.add_argument(
-        "--dataset",
+    preset: str | None = field(default=None, metadata={"help": "default: 'demo' on synthetic data, else 'base'"})
+    dataset: str = field(
         default="synthetic",
-        help="data of a single --objective: 'synthetic', an image folder (masked), FORMAT:PATH video "
-        "(7scenes/tum/hololens/nyu_raw/frames/video) for geometric,"
-        " nyuv2:PATH (sync folder, .mat, .parquet) for supervised",
+        metadata={
+            "help": "data of a single --objective: 'synthetic', an image folder (masked), FORMAT:PATH video "
+            "(7scenes/tum/hololens/nyu_raw/frames/video) for geometric, nyuv2:PATH or folder:PATH for supervised"
+        },
     )
-    for stage in PRETRAINING_ORDER:
-        parser.add_argument(f"--{stage}_dataset", default=None, help=f"data of the {stage} stage with --objective all")
-    parser.add_argument("--eval_dataset", default=None, help="held-out depth data (nyuv2:PATH, ...); default: none")
-    parser.add_argument("--dataset_split", default=None, help="split of the training data (e.g. train)")
-    parser.add_argument("--file_list", default=None, help="BTS file list for nyu_sync folders")
-    parser.add_argument("--splits_path", default=None, help="splits.mat for the labelled NYUv2 .mat file")
-    parser.add_argument("--frame_offsets", type=int, nargs="+", default=None, help="geometric: source frames")
-    parser.add_argument("--pose_source", choices=("network", "dataset"), default=None, help="geometric stage poses")
-    parser.add_argument("--depth_scale", type=float, default=None, help="depth data: metres per stored unit")
-    parser.add_argument("--image_pattern", default=None, help="folder:PATH datasets: glob of the RGB files")
-    parser.add_argument("--depth_pattern", default=None, help="folder:PATH datasets: glob of the depth files")
-    parser.add_argument(
-        "--intrinsics",
-        type=float,
-        nargs=4,
+    masked_dataset: str | None = field(default=None, metadata={"help": "data of the masked stage with --objective all"})
+    geometric_dataset: str | None = field(default=None, metadata={"help": "geometric stage data with --objective all"})
+    supervised_dataset: str | None = field(default=None, metadata={"help": "supervised data with --objective all"})
+    eval_dataset: str | None = field(default=None, metadata={"help": "held-out depth data (nyuv2:PATH, folder:PATH)"})
+    dataset_split: str | None = field(default=None, metadata={"help": "split of the training data (e.g. train)"})
+    file_list: str | None = field(default=None, metadata={"help": "BTS file list for nyu_sync folders"})
+    splits_path: str | None = field(default=None, metadata={"help": "splits.mat for the labelled NYUv2 .mat file"})
+    frame_offsets: list[int] | None = field(default=None, metadata={"help": "geometric: source frames"})
+    pose_source: str | None = field(
+        default=None, metadata={"help": "geometric stage poses", "choices": ("network", "dataset")}
+    )
+    intrinsics: list[float] | None = field(
         default=None,
-        metavar=("FX", "FY", "CX", "CY"),
-        help="geometric: camera intrinsics in pixels of the video (video:PATH; else a <stem>.intrinsics.json sidecar "
-        "or cameras.json beside the videos)",
+        metadata={
+            "help": "geometric, video:PATH: FX FY CX CY in pixels of the video (else a <stem>.intrinsics.json "
+            "sidecar or a cameras.json beside the videos)",
+            "nargs": 4,
+        },
     )
-    add_training_arguments(parser)
-    args = parser.parse_args(argv)
-    check_hub_arguments(parser, args)
-    if args.objective == "all" and args.dataset != "synthetic":
+
+
+def parse_args(argv=None):
+    parser = build_parser(PretrainArguments, __doc__)
+    script, run, folder, flags = parse_arguments(parser, argv)
+    if script.objective == "all" and script.dataset != "synthetic":
         parser.error("with --objective all, give --masked_dataset / --geometric_dataset / --supervised_dataset")
-    if args.objective == "all" and args.resume_from_checkpoint not in (None, "latest"):
+    if script.objective == "all" and flags.resume_from_checkpoint not in (None, "latest"):
         parser.error("with --objective all, --resume_from_checkpoint must be 'latest'")
-    return args
+    return script, run, folder, flags
 
 
-def stage_datasets(args) -> dict[str, str]:
+def stage_datasets(script: PretrainArguments) -> dict[str, str]:
     """Dataset spec per stage to run ('synthetic' = the synthetic world)."""
-    if args.objective == "all":
-        return {stage: getattr(args, f"{stage}_dataset") or "synthetic" for stage in PRETRAINING_ORDER}
-    return {args.objective: args.dataset}
+    if script.objective == "all":
+        return {stage: getattr(script, f"{stage}_dataset") or "synthetic" for stage in PRETRAINING_ORDER}
+    return {script.objective: script.dataset}
 
 
-def load_datasets(args, specs, folder, datasets, eval_datasets) -> None:
+def load_datasets(script: PretrainArguments, run, folder, specs, datasets, eval_datasets) -> None:
     """Load each stage's training (and held-out) dataset from its spec into `datasets` / `eval_datasets`."""
     for stage, spec in specs.items():
         if spec == "synthetic":
@@ -91,62 +98,47 @@ def load_datasets(args, specs, folder, datasets, eval_datasets) -> None:
         kind = get_stage(stage).dataset_kind
         options = {}
         if kind == "depth":
-            options = {k: v for k, v in (("file_list", args.file_list), ("splits_path", args.splits_path)) if v}
-            options["folder"] = folder
-        if kind == "video" and args.frame_offsets:
-            options["frame_offsets"] = tuple(args.frame_offsets)
-        if kind == "video" and args.intrinsics:
-            options["intrinsics"] = tuple(args.intrinsics)
-        datasets[stage] = load_dataset_spec(spec, kind, split=args.dataset_split, cache_dir=args.cache_dir, **options)
-        if args.eval_dataset and kind != "images":
+            options = {k: v for k, v in (("file_list", script.file_list), ("splits_path", script.splits_path)) if v}
+        if kind == "video" and script.intrinsics:
+            options["intrinsics"] = tuple(script.intrinsics)
+        if kind == "video" and script.frame_offsets:
+            options["frame_offsets"] = tuple(script.frame_offsets)
+        datasets[stage] = load_dataset_spec(
+            spec, kind, split=script.dataset_split, cache_dir=run.cache_dir, folder=folder, **options
+        )
+        if script.eval_dataset and kind != "images":
             eval_datasets[stage] = load_dataset_spec(
-                args.eval_dataset, "depth", split="test", cache_dir=args.cache_dir, folder=folder
+                script.eval_dataset, "depth", split="test", cache_dir=run.cache_dir, folder=folder
             )
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    setup_logging()
-    specs = stage_datasets(args)
+    script, run, folder, flags = parse_args(argv)
+    setup_logging(flags)
+    specs = stage_datasets(script)
     synthetic = all(spec == "synthetic" for spec in specs.values())
-    preset = args.preset or ("demo" if synthetic else "base")
+    preset = script.preset or ("demo" if synthetic else "base")
     datasets, eval_datasets = {}, {}
-    folder = FolderOptions(args.depth_scale, args.image_pattern, args.depth_pattern)
     try:
-        load_datasets(args, specs, folder, datasets, eval_datasets)
+        load_datasets(script, run, folder, specs, datasets, eval_datasets)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"pretrain.py: error: {error}")
     config_overrides = {}
-    if args.pose_source:
-        config_overrides["pose_source"] = args.pose_source
-    if args.frame_offsets:
-        config_overrides["frame_offsets"] = list(args.frame_offsets)
-    results = run_stages(
-        list(specs),
-        args.model_name_or_path or preset,
-        args.output_dir,
-        datasets=datasets,
-        eval_datasets=eval_datasets,
-        skip_if_complete=args.resume_from_checkpoint == "latest",
-        recipe=args.recipe or ("demo" if synthetic else "paper"),
-        image_size=args.image_size,
+    if script.pose_source:
+        config_overrides["pose_source"] = script.pose_source
+    if script.frame_offsets:
+        config_overrides["frame_offsets"] = list(script.frame_offsets)
+    settings = stage_settings(
+        run,
+        flags,
+        skip_if_complete=flags.resume_from_checkpoint == "latest",
+        recipe=run.recipe or ("demo" if synthetic else "paper"),
         config_overrides=config_overrides,
-        num_synthetic_samples=args.num_synthetic_samples,
-        num_eval_samples=args.num_eval_samples,
-        cache_dir=args.cache_dir,
-        **training_overrides(args),
     )
-    if is_main_process():
-        print("\n" + format_summary(results))
-        comparison = format_comparison(results[-1])
-        if comparison:
-            print("\n" + comparison)
-        print(f"\nstage folders: {', '.join(r.output_dir for r in results)}")
-        if args.push_to_hub:
-            print(
-                "pushed:",
-                push_stage_folder(results[-1].output_dir, args.hub_model_id, args.hub_private, args.hub_token),
-            )
+    results = run_stages(list(specs), script.model_name_or_path or preset, settings, datasets, eval_datasets)
+    if is_main_process() and run.print_summary:
+        print_results(results, f"stage folders: {', '.join(r.output_dir for r in results)}")
+    push_from_main(run, results[-1].output_dir)
     return 0
 
 

@@ -19,7 +19,7 @@ from mesa_hf.data.transforms import (
     flip_intrinsics,
     resize_intrinsics,
 )
-from mesa_hf.training.stages import SeededTransformDataset
+from mesa_hf.training.stage_data import SeededTransformDataset
 
 
 def unnormalize(pixel_values: torch.Tensor) -> np.ndarray:

@@ -72,12 +72,14 @@ def test_baselines_go_in_the_text_never_in_the_model_index():
 
 
 def test_stage_card_keeps_the_average_depth_baseline_out_of_the_model_index(tmp_path):
-    from mesa_hf.training.stages import card_results
+    from mesa_hf.training.runner import card_baselines, card_results
 
     after = {"abs_rel": 0.2, "rmse": 0.5, "log10": 0.08, "d1": 0.7, "d2": 0.9, "d3": 0.97}
     baseline = {"abs_rel": 0.45, "rmse": 1.1, "log10": 0.2, "d1": 0.3, "d2": 0.6, "d3": 0.8}
-    rows = card_results({"eval_after": after, "baseline": baseline})
-    card = build_model_card(tiny_depth_model(), model_id="stage", results=rows[:1], baselines=rows[1:])
+    recorded = {"eval_after": after, "baseline": baseline}
+    card = build_model_card(
+        tiny_depth_model(), model_id="stage", results=card_results(recorded), baselines=card_baselines(recorded)
+    )
     metadata = yaml.safe_load(str(card).split("---")[1])
     (entry,) = metadata["model-index"]
     datasets = {result["dataset"]["name"] for result in entry["results"]}

@@ -4,6 +4,7 @@ world at test size, and stage chaining (encoder tensors carried exactly, new hea
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -11,22 +12,31 @@ from safetensors.torch import load_file
 
 from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaForMaskedImageModeling, MeSaForSelfSupervisedDepth
 from mesa_hf.training import MeSaTrainingArguments
-from mesa_hf.training.stage_eval import depth_metrics, evaluate_constant_map, mean_depth_map
-from mesa_hf.training.stages import (
+from mesa_hf.training.recipes import (
     EXPECTED_LOADING_MESSAGES,
     STAGES,
-    StageResult,
     get_stage,
     hyperparameter_table,
-    load_stage_model,
-    run_stage,
-    run_stages,
-    stack_collator,
+    resolve_recipe,
     training_arguments,
 )
+from mesa_hf.training.runner import StageResult, StageSettings, load_stage_model, run_stage, run_stages
+from mesa_hf.training.stage_data import stack_collator
+from mesa_hf.training.stage_eval import depth_metrics, eval_dataloader, evaluate_constant_map, mean_depth_map
 
 SIZE = (64, 64)
-COMMON = {"image_size": SIZE, "num_eval_samples": 6, "checkpointing_steps": None, "logging_steps": 5}
+
+
+def settings(output_dir, num_eval_samples=6, num_synthetic_samples=None, **training) -> StageSettings:
+    """Test-size stage settings: 64x64, no checkpoints, `training` = MeSaTrainingArguments overrides."""
+    training = {"checkpointing_steps": None, "logging_steps": 5, **training}
+    return StageSettings(
+        output_dir=output_dir,
+        image_size=SIZE,
+        num_eval_samples=num_eval_samples,
+        num_synthetic_samples=num_synthetic_samples,
+        training=training,
+    )
 
 
 def _window_means(losses: list[float], window: int) -> tuple[float, float]:
@@ -63,8 +73,11 @@ def test_finetune_defaults_are_the_mim_depth_nyuv2_recipe(tmp_path):
     # every default names its source
     rows = hyperparameter_table()
     assert rows and all(row["source"] for row in rows)
-    # SimMIM warm-up epochs become steps from the dataset size; overrides win; None overrides are ignored
-    masked = training_arguments("masked", tmp_path, num_train_samples=1280, learning_rate=1e-3, max_train_steps=None)
+    # SimMIM warm-up epochs become updates from the dataset size; overrides win; None overrides are ignored
+    masked = training_arguments(
+        "masked", tmp_path, num_train_samples=1280, learning_rate=1e-3, max_train_steps=None,
+        per_device_train_batch_size=128, gradient_accumulation_steps=1,
+    )  # fmt: skip
     assert masked.num_warmup_steps == 10 * (1280 // 128) and masked.learning_rate == 1e-3
     assert masked.max_grad_norm == 5.0 and masked.layer_decay is None
     with pytest.raises(ValueError, match="recipe must be one of"):
@@ -100,7 +113,8 @@ def test_depth_metrics_and_mean_depth_map_by_hand():
     assert depth_metrics(pred, gt, median_scaling=True)["abs_rel"] == pytest.approx(scaled["abs_rel"])
     rows = [{"labels": torch.tensor([[1.0, 0.0]])}, {"labels": torch.tensor([[3.0, 0.0]])}]
     assert mean_depth_map(rows).tolist() == [[2.0, 2.0]]  # the never-valid pixel gets the overall mean
-    baseline = evaluate_constant_map(torch.tensor([[2.0, 2.0]]), rows)
+    held_out = [{"pixel_values": torch.zeros(3, 1, 2), **row} for row in rows]
+    baseline = evaluate_constant_map(torch.tensor([[2.0, 2.0]]), eval_dataloader(held_out, batch_size=1))
     assert baseline["abs_rel"] == pytest.approx((1.0 + 1 / 3) / 2)
     with pytest.raises(ValueError, match="shape"):
         depth_metrics(pred, gt[..., :1])
@@ -117,16 +131,12 @@ def chained(tmp_path_factory):
     results = {}
     source = "test"
     for stage, lr in (("masked", 2e-3), ("geometric", 1e-3), ("supervised", 2e-3)):
-        results[stage] = run_stage(
-            stage,
-            source,
-            output_dir=root / stage,
-            max_train_steps=steps[stage],
-            learning_rate=lr,
-            num_synthetic_samples=48,
-            per_device_train_batch_size=8 if stage != "geometric" else 4,
-            **COMMON,
-        )
+        batch = 8 if stage != "geometric" else 4
+        stage_settings = settings(
+            root / stage, num_synthetic_samples=48, max_train_steps=steps[stage], learning_rate=lr,
+            per_device_train_batch_size=batch,
+        )  # fmt: skip
+        results[stage] = run_stage(stage, source, stage_settings)
         source = str(root / stage)
     return root, results
 
@@ -192,11 +202,11 @@ def test_stage_folders_are_complete_and_record_the_stages(chained):
     assert [s["name"] for s in reloaded.config.mesa_stages] == ["masked", "geometric", "supervised"]
     # finetune from the supervised folder: nothing new, nothing unused; a finished stage is skipped on request
     finetuned = run_stage(
-        "finetune", str(folder), output_dir=root / "finetune", max_train_steps=2, num_synthetic_samples=16, **COMMON
+        "finetune", str(folder), settings(root / "finetune", num_synthetic_samples=16, max_train_steps=2)
     )
     assert finetuned.loading_info == {"newly_initialized": [], "unused": []}
     assert [s["name"] for s in finetuned.stages] == ["masked", "geometric", "supervised", "finetune"]
-    again = run_stage("finetune", str(folder), output_dir=root / "finetune", skip_if_complete=True, **COMMON)
+    again = run_stage("finetune", str(folder), StageSettings(output_dir=root / "finetune", skip_if_complete=True))
     assert isinstance(again, StageResult) and again.skipped and again.global_step == 2
 
 
@@ -204,39 +214,27 @@ def test_run_stages_and_explicit_arguments(tmp_path):
     args = MeSaTrainingArguments(
         output_dir=str(tmp_path / "masked"), per_device_train_batch_size=4, max_train_steps=2, layer_decay=None
     )
-    result = run_stage("masked", "test", None, args, image_size=SIZE, num_synthetic_samples=8, num_eval_samples=4)
+    explicit = StageSettings(
+        output_dir=tmp_path / "masked", args=args, image_size=SIZE, num_synthetic_samples=8, num_eval_samples=4
+    )
+    result = run_stage("masked", "test", explicit)
     assert result.global_step == 2 and (tmp_path / "masked" / "model.safetensors").is_file()
+    assert result.resolved_recipe["per_device_train_batch_size"] == 4
     with pytest.raises(ValueError, match="neither a preset"):
-        run_stages(["supervised"], "no-such-folder", tmp_path, max_train_steps=1, **COMMON)
-
-
-def test_local_metrics_fallback_matches_the_evaluation_package():
-    evaluation = pytest.importorskip("mesa_hf.evaluation")
-    from mesa_hf.training.stage_eval import _local_depth_metrics
-
-    generator = torch.Generator().manual_seed(0)
-    gt = torch.rand(3, 20, 30, generator=generator) * 5 + 0.5
-    pred = gt * (1 + 0.2 * torch.randn(gt.shape, generator=generator)).clamp(0.3, 3)
-    for median_scaling in (False, True):
-        local = _local_depth_metrics(pred, gt, 1e-3, 10.0, median_scaling)
-        package = evaluation.compute_depth_metrics(pred, gt, crop=None, median_scaling=median_scaling)
-        assert local == pytest.approx({k: package[k] for k in local}, abs=1e-9)
+        run_stages(["supervised"], "no-such-folder", settings(tmp_path, max_train_steps=1))
 
 
 def test_paper_recipe_changes_resolution_and_window_per_stage(tmp_path):
     """SimMIM at 192 px / window 12, geometric at 288x384, supervised at 480 px / window 30 (MIM-Depth); the encoder
     carries over although the windows change (Swin-V2's continuous position bias)."""
-    results = run_stages(
-        ["masked", "geometric", "supervised"],
-        "test",
-        tmp_path,
+    paper = StageSettings(
+        output_dir=tmp_path,
         recipe="paper",
         num_synthetic_samples=2,
         num_eval_samples=1,
-        max_train_steps=1,
-        per_device_train_batch_size=2,
-        checkpointing_steps=None,
+        training={"max_train_steps": 1, "per_device_train_batch_size": 2, "checkpointing_steps": None},
     )
+    results = run_stages(["masked", "geometric", "supervised"], "test", paper)
     geometry = []
     for result in results:
         backbone = json.loads((tmp_path / result.stage / "config.json").read_text())["backbone_config"]
@@ -248,3 +246,100 @@ def test_paper_recipe_changes_resolution_and_window_per_stage(tmp_path):
     geometric, _ = load_stage_model("geometric", tmp_path / "masked")
     key = "backbone.encoder.layers.0.blocks.0.attention.self.logit_scale"
     assert torch.equal(geometric.state_dict()[key], masked[key])
+
+
+# ------------------------------------------------------------------------------------------- the resolver
+
+
+def test_resolved_recipe_for_16_processes_of_batch_128_masked(tmp_path):
+    """SimMIM on 16 GPUs x 128: total 2048, lr 1e-4 x 2048 / 512, 10 warm-up epochs in updates (ImageNet-1k)."""
+    num_samples = 1_281_167
+    args, resolved = resolve_recipe(
+        "masked", tmp_path, num_processes=16, per_device_train_batch_size=128, num_train_samples=num_samples
+    )
+    per_epoch = (num_samples // 128) // 16  # Accelerate: each process draws every 16th batch of 128
+    assert per_epoch == 625
+    assert (resolved.total_train_batch_size, resolved.gradient_accumulation_steps) == (2048, 1)
+    assert args.learning_rate == pytest.approx(1e-4 * 2048 / 512) and resolved.learning_rate == args.learning_rate
+    assert args.min_learning_rate == pytest.approx(5e-6 * 2048 / 512)
+    assert args.num_warmup_steps == 10 * per_epoch == resolved.num_warmup_steps
+    assert resolved.updates_per_epoch == per_epoch and resolved.total_updates == 800 * per_epoch
+    line = resolved.describe()
+    assert "16 process(es) x 128 per device x 1 accumulation = total batch 2048" in line
+    assert "6250 warm-up updates (10 epochs x 625)" in line and "linear: base 0.0001 x 2048 / 512" in line
+
+
+def test_resolver_chooses_accumulation_and_checks_the_total_batch(tmp_path):
+    # one GPU, per-device batch only: accumulation reaches the paper's 2048, so warm-up counts updates, not batches
+    _, one = resolve_recipe("masked", tmp_path, num_processes=1, num_train_samples=128 * 160)
+    assert (one.per_device_train_batch_size, one.gradient_accumulation_steps, one.total_train_batch_size) == (
+        128, 16, 2048,
+    )  # fmt: skip
+    assert one.num_warmup_steps == 10 * 10  # 160 batches / 16 = 10 updates per epoch
+    # fine-tuning on 8 GPUs: MIM-Depth's total batch 24 = 8 x 3, its learning rate unchanged
+    args, _ = resolve_recipe("finetune", tmp_path, num_processes=8)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.learning_rate) == (3, 1, 5e-4)
+    # a total batch flag: the accumulation follows; a total that cannot be reached is a clear error
+    _, forced = resolve_recipe("masked", tmp_path, num_processes=2, per_device_train_batch_size=64,
+                               total_train_batch_size=512)  # fmt: skip
+    assert forced.gradient_accumulation_steps == 4 and forced.learning_rate == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="total batch 500 is not 2 processes"):
+        resolve_recipe("masked", tmp_path, num_processes=2, per_device_train_batch_size=64, total_train_batch_size=500)
+    # explicit per-device batch and accumulation are kept, the learning rate follows the resulting total
+    _, given = resolve_recipe("masked", tmp_path, num_processes=2, per_device_train_batch_size=8,
+                              gradient_accumulation_steps=2)  # fmt: skip
+    assert given.total_train_batch_size == 32 and given.learning_rate == pytest.approx(1e-4 * 32 / 512)
+    # the demo recipe keeps its per-device batch and learning rate on any number of processes
+    demo_args, demo = resolve_recipe("finetune", tmp_path, "demo", num_processes=2)
+    assert (demo.per_device_train_batch_size, demo.total_train_batch_size, demo_args.learning_rate) == (8, 16, 5e-4)
+
+
+# ------------------------------------------------------------------------------------------- loading report, processor
+
+
+def test_expected_loading_messages_are_one_line_and_others_in_full(caplog):
+    from mesa_hf.training.runner import report_loading
+
+    expected = {
+        "missing_keys": ["decoder.conv.weight", "depth_head.0.bias"],
+        "unexpected_keys": ["mim_decoder.0.weight"],
+    }
+    with caplog.at_level(logging.INFO, logger="mesa_hf"):
+        report_loading("supervised", "run/masked", "masked", expected)
+    assert len(caplog.records) == 1 and caplog.records[0].levelno == logging.INFO
+    assert "as expected: newly initialised decoder, depth_head; not used mim_decoder" in caplog.messages[0]
+    caplog.clear()
+    surprising = {"missing_keys": ["backbone.encoder.layers.0.blocks.0.output.dense.weight"], "unexpected_keys": []}
+    with caplog.at_level(logging.INFO, logger="mesa_hf"):
+        report_loading("finetune", "run/supervised", "supervised", surprising)
+    assert caplog.records[0].levelno == logging.WARNING
+    assert "backbone.encoder.layers.0.blocks.0.output.dense.weight" in caplog.messages[0]
+
+
+def test_training_keeps_the_starting_processor_and_its_normalisation(tmp_path, monkeypatch):
+    """A checkpoint whose processor does not normalise (as a converted MIM-Depth one): one fine-tuning step trains on
+    [0, 1] inputs and the stage folder keeps do_normalize=False."""
+    from mesa_hf import MeSaImageProcessor
+    from mesa_hf.training import runner
+
+    start = tmp_path / "mim-depth-like"
+    MeSaForDepthEstimation(MeSaConfig.from_preset("test")).save_pretrained(start)
+    MeSaImageProcessor(do_normalize=False).save_pretrained(start)
+    seen = {}
+
+    def recording_train(model, train_dataset, args, **kwargs):
+        pixels = torch.stack([train_dataset[i]["pixel_values"] for i in range(len(train_dataset))])
+        seen["range"] = (float(pixels.min()), float(pixels.max()))
+        return real_train(model, train_dataset, args, **kwargs)
+
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", recording_train)
+    result = run_stage(
+        "finetune", start, settings(tmp_path / "out", num_eval_samples=2, num_synthetic_samples=4,
+                                    max_train_steps=1, per_device_train_batch_size=2)
+    )  # fmt: skip
+    assert result.global_step == 1
+    low, high = seen["range"]
+    assert low >= -1e-5 and high <= 1 + 1e-5 and high > 0.5, seen
+    saved = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert saved["do_normalize"] is False and saved["size"] == {"height": 64, "width": 64}

@@ -1,7 +1,7 @@
 """One Accelerate training loop for every MeSa stage, its arguments, optimizer and schedules."""
 
 from .arguments import MeSaTrainingArguments
-from .loop import NonFiniteLossError, TrainingResult, list_checkpoints, train
+from .loop import NonFiniteLossError, TrainingResult, build_accelerator, list_checkpoints, train
 from .optimization import (
     build_lr_scheduler,
     build_optimizer,
@@ -15,6 +15,7 @@ __all__ = [
     "MeSaTrainingArguments",
     "NonFiniteLossError",
     "TrainingResult",
+    "build_accelerator",
     "build_lr_scheduler",
     "build_optimizer",
     "get_parameter_groups",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 LR_SCHEDULES = ("mim_depth", "cosine", "linear", "constant")
@@ -47,35 +47,59 @@ class MeSaTrainingArguments:
         use_cpu: train on the CPU even when an accelerator is present.
     """
 
-    output_dir: str
-    per_device_train_batch_size: int = 24
-    learning_rate: float = 5e-4
-    min_learning_rate: float = 3e-5
-    weight_decay: float = 0.05
-    layer_decay: float | None = 0.9
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    num_train_epochs: int = 25
-    max_train_steps: int | None = None
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
-    max_grad_norm: float | None = None
-    lr_schedule: str = "mim_depth"
-    num_warmup_steps: int = 0
-    checkpointing_steps: int | None = 500
-    save_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None
-    eval_steps: int | None = None
-    logging_steps: int = 10
-    seed: int = 42
-    with_tracking: bool = False
-    report_to: str = "all"
-    project_name: str = "mesa-hf"
-    dataloader_num_workers: int = 0
-    dataloader_drop_last: bool = True
-    final_subdir: str = "final"
-    use_cpu: bool = False
+    output_dir: str = field(
+        metadata={
+            "help": "run folder (checkpoints/step_N; output_dir/checkpoints/step_N final model in <final_subdir>)"
+        }
+    )
+    per_device_train_batch_size: int = field(default=24, metadata={"help": "batch size per device and micro-step"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    min_learning_rate: float = field(default=3e-5, metadata={"help": "floor of the 'mim_depth' and 'cosine' schedules"})
+    weight_decay: float = field(
+        default=0.05, metadata={"help": "AdamW weight decay (not on 1-D parameters, biases and position-bias tables)"}
+    )
+    layer_decay: float | None = field(
+        default=0.9, metadata={"help": "Swin-V2 layer-wise learning-rate decay (None = off)"}
+    )
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    num_train_epochs: int = field(default=25, metadata={"help": "epochs (max_train_steps wins when set)"})
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "optimizer updates in total (wins over num_train_epochs)"}
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer update"})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "'no', 'bf16' or 'fp16' (Accelerate)", "choices": MIXED_PRECISION}
+    )
+    max_grad_norm: float | None = field(default=None, metadata={"help": "gradient clipping norm (None = off)"})
+    lr_schedule: str = field(default="mim_depth", metadata={"help": "learning-rate schedule", "choices": LR_SCHEDULES})
+    num_warmup_steps: int = field(default=0, metadata={"help": "warm-up updates of 'cosine', 'linear' and 'constant'"})
+    checkpointing_steps: int | None = field(
+        default=500, metadata={"help": "save the full training state every N updates (None = never)"}
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "keep at most this many checkpoints, oldest deleted first (None = all)"}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "'latest' (the newest checkpoint in output_dir, else a fresh start) or a checkpoint folder"},
+    )
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "evaluate every N updates and at the end (None = only at the end)"}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "log the mean training loss every N updates"})
+    seed: int = field(default=42, metadata={"help": "seeds Python, numpy, torch, the data order and the augmentations"})
+    with_tracking: bool = field(default=False, metadata={"help": "log to Accelerate trackers (report_to)"})
+    report_to: str = field(default="all", metadata={"help": "Accelerate trackers: 'all', 'tensorboard', 'wandb', ..."})
+    project_name: str = field(default="mesa-hf", metadata={"help": "tracker project name"})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "drop the last incomplete batch of each epoch"})
+    final_subdir: str = field(
+        default="final",
+        metadata={"help": "sub-folder of output_dir that receives the final save_pretrained ('' = output_dir)"},
+    )
+    use_cpu: bool = field(default=False, metadata={"help": "train on the CPU even when an accelerator is present"})
 
     def __post_init__(self):
         if not self.output_dir:

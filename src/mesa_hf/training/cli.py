@@ -1,119 +1,165 @@
 """Argument parsing and reporting shared by ``examples/pretrain.py`` and ``examples/finetune.py``.
 
-The scripts are thin: they parse arguments here, call `mesa_hf.training.stages.run_stage(s)`, print the summary
-and optionally push the last folder to the Hub through `mesa_hf.hub.push_to_hub`.
+The flags come from dataclasses through transformers' `HfArgumentParser`, so flags, defaults and help live in one
+place: `TrainingFlags` is generated from `MeSaTrainingArguments` (every default None = "the recipe's value"),
+`StageRunArguments` holds the flags both scripts share, `mesa_hf.data.specs.FolderOptions` describes a
+``folder:PATH`` dataset, and each script adds its own dataclass. The scripts call `mesa_hf.training.runner`,
+print the summary and optionally push the last folder to the Hub through `mesa_hf.hub.push_to_hub`.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import os
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .stages import STAGE_RESULTS_NAME, StageResult, card_results, get_stage
+from ..data.specs import FolderOptions
+from .arguments import MeSaTrainingArguments
+from .loop import process_state
+from .recipes import RECIPES, get_stage
+from .runner import STAGE_RESULTS_NAME, StageResult, StageSettings, card_baselines, card_results, headline_metric
 
 logger = logging.getLogger(__name__)
 
-TRAINING_FLAGS = {
-    "max_train_steps": int,
-    "num_train_epochs": int,
-    "per_device_train_batch_size": int,
-    "gradient_accumulation_steps": int,
-    "learning_rate": float,
-    "min_learning_rate": float,
-    "weight_decay": float,
-    "layer_decay": float,
-    "max_grad_norm": float,
-    "num_warmup_steps": int,
-    "checkpointing_steps": int,
-    "save_total_limit": int,
-    "eval_steps": int,
-    "logging_steps": int,
-    "dataloader_num_workers": int,
-}
+_NOT_FLAGS = ("final_subdir",)  # set by the runner: the stage folder itself is the checkpoint
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by both scripts: recipe, preset, run length, optimiser, precision, checkpoints, Hub."""
-    group = parser.add_argument_group("training (unset flags keep the recipe's value)")
-    group.add_argument("--output_dir", required=True, help="run folder")
-    group.add_argument(
-        "--recipe",
-        choices=("paper", "demo"),
+def _training_flags_dataclass() -> type:
+    """`MeSaTrainingArguments` as flags: the same names, types, help and choices; every default None ("keep the
+    recipe's value"), on/off switches False; ``output_dir`` required."""
+    hints = typing.get_type_hints(MeSaTrainingArguments)
+    fields = []
+    for f in dataclasses.fields(MeSaTrainingArguments):
+        if f.name in _NOT_FLAGS:
+            continue
+        metadata = dict(f.metadata)
+        kind = hints[f.name]
+        if f.name == "output_dir":
+            fields.append((f.name, kind, field(metadata=metadata)))
+        elif kind is bool and f.default is False:
+            fields.append((f.name, bool, field(default=False, metadata=metadata)))
+        else:
+            base = typing.get_args(kind)[0] if type(None) in typing.get_args(kind) else kind
+            metadata["help"] = f"{metadata.get('help', '')} (default: the recipe's; library default {f.default!r})"
+            fields.append((f.name, base | None, field(default=None, metadata=metadata)))
+    return dataclasses.make_dataclass("TrainingFlags", fields)
+
+
+TrainingFlags = _training_flags_dataclass()
+
+
+@dataclass
+class StageRunArguments:
+    """Flags both scripts share: recipe, total batch, model geometry, synthetic-world sizes, output and the Hub."""
+
+    recipe: str | None = field(
         default=None,
-        help="hyper-parameters: 'paper' (SimMIM / Monodepth2 / MIM-Depth) or 'demo' (synthetic world on a CPU); "
-        "default: demo when every dataset is synthetic, else paper",
+        metadata={
+            "help": "hyper-parameters: 'paper' (SimMIM / Monodepth2 / MIM-Depth) or 'demo' (synthetic world on a "
+            "CPU); default: demo when every dataset is synthetic, else paper",
+            "choices": RECIPES,
+        },
     )
-    group.add_argument("--seed", type=int, default=42)
-    for name, kind in TRAINING_FLAGS.items():
-        group.add_argument(f"--{name}", type=kind, default=None)
-    group.add_argument(
-        "--lr_schedule",
-        choices=("mim_depth", "cosine", "linear", "constant"),
+    total_batch_size: int | None = field(
         default=None,
-        help="learning-rate schedule",
+        metadata={
+            "help": "total batch = processes x per-device batch x accumulation; the missing one of the two is "
+            "chosen to reach it (default: the paper's total batch with --recipe paper)"
+        },
     )
-    group.add_argument(
-        "--mixed_precision",
-        choices=("no", "bf16", "fp16"),
-        default=os.environ.get("ACCELERATE_MIXED_PRECISION") or None,
-        help="default: what `accelerate launch` / `accelerate config` set, else 'no'",
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "Swin-V2 stochastic depth (default: the checkpoint's / preset's)"}
     )
-    group.add_argument(
-        "--resume_from_checkpoint",
-        default=None,
-        help="'latest' (finished stages are skipped, the running one resumes from its newest checkpoint) or a "
-        "checkpoint folder",
+    image_size: list[int] | None = field(
+        default=None, metadata={"help": "training crop / frame size: HEIGHT WIDTH", "metavar": "PIXELS"}
     )
-    group.add_argument("--with_tracking", action="store_true", help="log to Accelerate trackers (--report_to)")
-    group.add_argument("--report_to", default="all")
-    group.add_argument("--image_size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None)
-    group.add_argument("--num_synthetic_samples", type=int, default=None, help="size of each synthetic training set")
-    group.add_argument("--num_eval_samples", type=int, default=None, help="held-out synthetic scenes")
-    group.add_argument("--cache_dir", default=None, help="datasets cache (default: the HF cache)")
-    group.add_argument("--use_cpu", action="store_true", help="train on the CPU even with an accelerator present")
-    hub = parser.add_argument_group("Hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="upload the final folder (needs --hub_model_id)")
-    hub.add_argument("--hub_model_id", default=None, help="user/name of the model repository")
-    hub.add_argument("--hub_private", action="store_true")
-    hub.add_argument("--hub_token", default=None, help="default: the token of `hf auth login`")
+    num_synthetic_samples: int | None = field(default=None, metadata={"help": "size of each synthetic training set"})
+    num_eval_samples: int | None = field(default=None, metadata={"help": "held-out synthetic scenes"})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache (default: the HF cache)"})
+    print_summary: bool = field(default=True, metadata={"help": "print the result tables at the end"})
+    push_to_hub: bool = field(default=False, metadata={"help": "upload the final folder (needs --hub_model_id)"})
+    hub_model_id: str | None = field(default=None, metadata={"help": "user/name of the model repository"})
+    hub_private: bool = field(default=False, metadata={"help": "make the Hub repository private"})
+    hub_token: str | None = field(default=None, metadata={"help": "default: the token of `hf auth login`"})
 
 
-def check_hub_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.push_to_hub and not args.hub_model_id:
+def build_parser(script_arguments: type, description: str | None = None):
+    """An `HfArgumentParser` over (script dataclass, `StageRunArguments`, `FolderOptions`, `TrainingFlags`)."""
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        (script_arguments, StageRunArguments, FolderOptions, TrainingFlags),
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def parse_arguments(parser, argv=None) -> tuple[Any, StageRunArguments, FolderOptions, Any]:
+    """(script arguments, `StageRunArguments`, `FolderOptions`, `TrainingFlags`); bad combinations exit with one
+    line from argparse."""
+    script, run, folder, flags = parser.parse_args_into_dataclasses(args=argv)
+    if run.image_size is not None and len(run.image_size) != 2:
+        parser.error(f"--image_size takes HEIGHT WIDTH, got {run.image_size}")
+    if run.push_to_hub and not run.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/mesa-nyuv2)")
+    return script, run, folder, flags
 
 
-def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """`MeSaTrainingArguments` fields set on the command line (None = keep the recipe's value)."""
-    values = {name: getattr(args, name) for name in TRAINING_FLAGS}
-    values.update(
-        seed=args.seed,
-        lr_schedule=args.lr_schedule,
-        mixed_precision=args.mixed_precision,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        with_tracking=args.with_tracking or None,
-        report_to=args.report_to,
-        use_cpu=args.use_cpu or None,
-    )
+def training_overrides(flags) -> dict[str, Any]:
+    """`MeSaTrainingArguments` fields set on the command line (None = keep the recipe's value); the precision
+    defaults to what `accelerate launch` / `accelerate config` set."""
+    values = {f.name: getattr(flags, f.name) for f in dataclasses.fields(flags) if f.name != "output_dir"}
+    for switch in ("with_tracking", "use_cpu"):
+        values[switch] = values[switch] or None
+    if values.get("mixed_precision") is None:
+        values["mixed_precision"] = os.environ.get("ACCELERATE_MIXED_PRECISION") or None
     return {k: v for k, v in values.items() if v is not None}
 
 
-def setup_logging() -> None:
-    from accelerate import PartialState
+def stage_settings(run: StageRunArguments, flags, skip_if_complete: bool, recipe: str, **extra: Any) -> StageSettings:
+    """The `StageSettings` of a script run (`extra`: more `StageSettings` fields, e.g. ``config_overrides``)."""
+    backbone = {"drop_path_rate": run.drop_path_rate} if run.drop_path_rate is not None else {}
+    return StageSettings(
+        output_dir=flags.output_dir,
+        recipe=recipe,
+        training=training_overrides(flags),
+        total_train_batch_size=run.total_batch_size,
+        image_size=tuple(run.image_size) if run.image_size else None,
+        backbone_overrides=backbone,
+        num_synthetic_samples=run.num_synthetic_samples,
+        num_eval_samples=run.num_eval_samples,
+        cache_dir=run.cache_dir,
+        skip_if_complete=skip_if_complete,
+        **extra,
+    )
 
-    level = logging.INFO if PartialState().is_main_process else logging.ERROR
+
+def setup_logging(flags=None) -> None:
+    """Start the process group (`loop.process_state`); mesa-hf's INFO lines on the main process only; datasets'
+    and transformers' progress bars off (the runner shows one per stage)."""
+    import datasets
+    import transformers
+
+    level = logging.INFO if process_state(bool(getattr(flags, "use_cpu", False))).is_main_process else logging.ERROR
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("mesa_hf").setLevel(level)
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def is_main_process() -> bool:
-    from accelerate import PartialState
+    return process_state().is_main_process
 
-    return PartialState().is_main_process
+
+def wait_for_everyone() -> None:
+    process_state().wait_for_everyone()
 
 
 def _metric(metrics: dict[str, float], key: str) -> str:
@@ -129,12 +175,7 @@ def format_summary(results: list[StageResult]) -> str:
     for r in results:
         curve = r.loss_curve
         loss = f"{curve[0]:.4f} -> {curve[-1]:.4f}" if curve else "-"
-        if "masked_loss" in r.eval_after:
-            key = "masked_loss"
-        elif r.stage == "geometric":
-            key = "median_scaled_abs_rel"
-        else:
-            key = "abs_rel"
+        key = headline_metric(r.stage, r.eval_after)
         lines.append(
             f"{r.stage:<11} {r.global_step:>6} {loss:<36} {key:<24} {_metric(r.eval_before, key):>8} "
             f"{_metric(r.eval_after, key):>8}" + ("  (already complete)" if r.skipped else "")
@@ -156,6 +197,15 @@ def format_comparison(result: StageResult) -> str:
     return "\n".join(lines)
 
 
+def print_results(results: list[StageResult], closing: str) -> None:
+    """The summary table, the model-vs-baseline comparison of the last stage, and `closing`."""
+    print("\n" + format_summary(results))
+    comparison = format_comparison(results[-1])
+    if comparison:
+        print("\n" + comparison)
+    print("\n" + closing)
+
+
 def push_stage_folder(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Push a finished stage folder: shareable weights/config/processor/code + model card + stage_results.json."""
     from ..hub import build_model_card, push_to_hub
@@ -171,8 +221,8 @@ def push_stage_folder(folder: str | os.PathLike, repo_id: str, private: bool = F
         repo_id=repo_id,
         image_processor=processor,
         stages=recorded.get("stages") or [],
-        results=card_results(recorded)[:1],
-        baselines=card_results(recorded)[1:],
+        results=card_results(recorded),
+        baselines=card_baselines(recorded),
     )
     url = push_to_hub(
         model,
@@ -187,13 +237,26 @@ def push_stage_folder(folder: str | os.PathLike, repo_id: str, private: bool = F
     return url
 
 
+def push_from_main(run: StageRunArguments, folder: str | os.PathLike) -> None:
+    """With ``--push_to_hub``: the main process pushes `folder`; every process waits until it has."""
+    if run.push_to_hub and is_main_process():
+        print("pushed:", push_stage_folder(folder, run.hub_model_id, run.hub_private, run.hub_token))
+    wait_for_everyone()
+
+
 __all__ = [
-    "add_training_arguments",
-    "check_hub_arguments",
+    "StageRunArguments",
+    "TrainingFlags",
+    "build_parser",
     "format_comparison",
     "format_summary",
     "is_main_process",
+    "parse_arguments",
+    "print_results",
+    "push_from_main",
     "push_stage_folder",
     "setup_logging",
+    "stage_settings",
     "training_overrides",
+    "wait_for_everyone",
 ]

@@ -64,6 +64,7 @@ class TrainingResult:
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     final_model_dir: str | None = None
     resumed_from: str | None = None
+    updates_per_epoch: int | None = None
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -132,55 +133,75 @@ def _allow_new_precision(args: MeSaTrainingArguments) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-def train(
-    model: torch.nn.Module,
-    train_dataset: torch.utils.data.Dataset,
-    args: MeSaTrainingArguments,
-    data_collator: Callable | None = None,
-    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-    accelerator: Any | None = None,
-    processor: Any | None = None,
-    step_callback: Callable[[int, float], None] | None = None,
-) -> TrainingResult:
-    """Train `model` on `train_dataset` with Accelerate; the same loop for every stage.
+def use_cpu(requested: bool = False) -> bool:
+    """Train on the CPU: when asked, or when torch sees no accelerator (then Accelerate must be told, or processes
+    started by torchrun / accelerate launch would each train alone instead of over gloo)."""
+    return bool(requested) or not torch.accelerator.is_available()
 
-    Args:
-        model: a `PreTrainedModel` whose ``forward(**batch)`` returns an output with ``.loss``.
-        train_dataset: a map-style dataset (e.g. an HF `Dataset` with a transform) yielding dict samples.
-        args: `MeSaTrainingArguments`.
-        data_collator: builds a batch dict from a list of samples (default: torch's default collate).
-        eval_fn: ``eval_fn(model) -> dict`` of metrics, called every `args.eval_steps` updates and at the end,
-            with the prepared model in eval mode; results are logged with ``accelerator.log``.
-        accelerator: an `accelerate.Accelerator` to use instead of building one from `args`.
-        processor: saved next to the final model when given (anything with ``save_pretrained``).
-        step_callback: ``step_callback(step, loss)`` after every optimizer update (after checkpointing).
 
-    Returns a `TrainingResult`. Raises `NonFiniteLossError` when the loss becomes NaN/inf (nothing is saved
-    after that step; earlier checkpoints stay intact).
-    """
+def process_state(cpu: bool = False):
+    """Accelerate's process-wide `PartialState` (the first call starts the process group: gloo on CPUs)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu(cpu))
+
+
+def build_accelerator(args: MeSaTrainingArguments):
+    """The `accelerate.Accelerator` of a run: accumulation, precision, trackers and a seedable sampler (the same data
+    order for any number of processes: process i draws every N-th batch of the one shuffled order)."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
+    _allow_new_precision(args)
+    process_state(args.use_cpu)
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        cpu=use_cpu(args.use_cpu),
+        log_with=args.report_to if args.with_tracking else None,
+        project_config=ProjectConfiguration(project_dir=str(args.output_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+
+
+@dataclass
+class _Run:
+    """The state of one `train` call, shared by its steps."""
+
+    args: MeSaTrainingArguments
+    accelerator: Any
+    model: torch.nn.Module
+    optimizer: Any
+    dataloader: Any
+    scheduler: Any
+    max_steps: int
+    num_epochs: int
+    updates_per_epoch: int
+    global_step: int = 0
+    start_epoch: int = 0
+    batches_done_in_epoch: int = 0
+    losses: list[float] = field(default_factory=list)
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    last_checkpoint: str | None = None
+    resume_path: Path | None = None
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return Path(self.args.output_dir) / CHECKPOINTS_DIR
+
+
+def _prepare(model, train_dataset, args, data_collator, accelerator) -> _Run:
+    """Folders, DataLoader, optimizer, schedule, all through `accelerator.prepare`."""
+    from accelerate.utils import set_seed
 
     output_dir = Path(args.output_dir)
-    checkpoints_dir = output_dir / CHECKPOINTS_DIR
-    if accelerator is None:
-        _allow_new_precision(args)
-        accelerator = Accelerator(
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            mixed_precision=args.mixed_precision,
-            cpu=args.use_cpu,
-            log_with=args.report_to if args.with_tracking else None,
-            project_config=ProjectConfiguration(project_dir=str(output_dir)),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-        )
     set_seed(args.seed)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        _clean_temporary(checkpoints_dir)
+        _clean_temporary(output_dir / CHECKPOINTS_DIR)
         _clean_temporary(output_dir)
     accelerator.wait_for_everyone()
-
-    train_dataloader = DataLoader(
+    dataloader = DataLoader(
         train_dataset,
         batch_size=args.per_device_train_batch_size,
         shuffle=True,
@@ -189,143 +210,179 @@ def train(
         num_workers=args.dataloader_num_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    if len(train_dataloader) == 0:
+    if len(dataloader) < accelerator.num_processes:
         raise ValueError(
             f"train: the dataset has {len(train_dataset)} samples, fewer than one batch of "
-            f"{args.per_device_train_batch_size} (with dataloader_drop_last={args.dataloader_drop_last})"
+            f"{args.per_device_train_batch_size} per process for {accelerator.num_processes} processes "
+            f"(with dataloader_drop_last={args.dataloader_drop_last})"
         )
     optimizer = build_optimizer(model, args)
     # the schedule needs the number of updates, known only after the dataloader is sharded
-    model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
-    updates_per_epoch = steps_per_epoch(len(train_dataloader), accelerator.gradient_accumulation_steps)
-    max_steps = args.max_train_steps or args.num_train_epochs * updates_per_epoch
-    num_epochs = math.ceil(max_steps / updates_per_epoch)
-    lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, args, max_steps, accelerator.num_processes))
-
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    per_epoch = steps_per_epoch(len(dataloader), accelerator.gradient_accumulation_steps)
+    max_steps = args.max_train_steps or args.num_train_epochs * per_epoch
+    # Accelerate's prepared scheduler steps num_processes times per update; build_lr_scheduler lays it out so
+    # that update k gets the same learning rate for any number of processes
+    scheduler = accelerator.prepare(build_lr_scheduler(optimizer, args, max_steps, accelerator.num_processes))
     if args.with_tracking:
         accelerator.init_trackers(args.project_name, _tracker_config(args))
+    return _Run(
+        args,
+        accelerator,
+        model,
+        optimizer,
+        dataloader,
+        scheduler,
+        max_steps,
+        math.ceil(max_steps / per_epoch),
+        per_epoch,
+    )
 
-    global_step, start_epoch, batches_done_in_epoch = 0, 0, 0
-    losses: list[float] = []
-    eval_history: list[dict[str, Any]] = []
-    resume_path = _resolve_resume(args)
-    last_checkpoint: str | None = None
-    if resume_path is not None:
-        accelerator.print(f"Resuming from checkpoint {resume_path}")
-        accelerator.load_state(str(resume_path))
-        state = json.loads((resume_path / TRAINER_STATE_NAME).read_text())
-        global_step, start_epoch = state["global_step"], state["epoch"]
-        batches_done_in_epoch = state["batches_done_in_epoch"]
-        losses, eval_history = list(state["losses"]), list(state["eval_history"])
-        last_checkpoint = str(resume_path)
-        if batches_done_in_epoch >= len(train_dataloader):
-            start_epoch, batches_done_in_epoch = start_epoch + 1, 0
 
-    def save_checkpoint(epoch: int, batches_done: int) -> str:
-        final = checkpoints_dir / f"step_{global_step}"
-        tmp = checkpoints_dir / f"{_TMP_PREFIX}step_{global_step}"
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        if accelerator.is_main_process:
-            state = {
-                "global_step": global_step,
-                "epoch": epoch,
-                "batches_done_in_epoch": batches_done,
-                "max_steps": max_steps,
-                "losses": losses,
-                "eval_history": eval_history,
-                "args": _tracker_config(args),
-            }
-            (tmp / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=1))
-            replace_directory(tmp, final)
-            if args.save_total_limit is not None:
-                for old in list_checkpoints(output_dir)[: -args.save_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        return str(final)
+def _resume(run: _Run) -> None:
+    """Load the newest (or the named) checkpoint: weights, optimizer, schedule, RNG and the loop counters."""
+    run.resume_path = _resolve_resume(run.args)
+    if run.resume_path is None:
+        return
+    run.accelerator.print(f"Resuming from checkpoint {run.resume_path}")
+    run.accelerator.load_state(str(run.resume_path))
+    state = json.loads((run.resume_path / TRAINER_STATE_NAME).read_text())
+    run.global_step, run.start_epoch = state["global_step"], state["epoch"]
+    run.batches_done_in_epoch = state["batches_done_in_epoch"]
+    run.losses, run.eval_history = list(state["losses"]), list(state["eval_history"])
+    run.last_checkpoint = str(run.resume_path)
+    if run.batches_done_in_epoch >= len(run.dataloader):
+        run.start_epoch, run.batches_done_in_epoch = run.start_epoch + 1, 0
 
-    def evaluate() -> None:
-        model.eval()
-        with torch.no_grad():
-            metrics = dict(eval_fn(model))
-        model.train()
-        eval_history.append({"step": global_step, **metrics})
-        accelerator.log({f"eval_{k}": v for k, v in metrics.items()}, step=global_step)
 
+def _save_checkpoint(run: _Run, epoch: int, batches_done: int) -> None:
+    """The complete Accelerate state in ``checkpoints/step_N`` (written under a temporary name, then renamed)."""
+    accelerator, folder = run.accelerator, run.checkpoints_dir
+    final, tmp = folder / f"step_{run.global_step}", folder / f"{_TMP_PREFIX}step_{run.global_step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        state = {
+            "global_step": run.global_step,
+            "epoch": epoch,
+            "batches_done_in_epoch": batches_done,
+            "max_steps": run.max_steps,
+            "losses": run.losses,
+            "eval_history": run.eval_history,
+            "args": _tracker_config(run.args),
+        }
+        (tmp / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=1))
+        replace_directory(tmp, final)
+        if run.args.save_total_limit is not None:
+            for old in list_checkpoints(run.args.output_dir)[: -run.args.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    run.last_checkpoint = str(final)
+
+
+def _evaluate(run: _Run, eval_fn: Callable) -> None:
+    """``eval_fn(model)`` on every process (it shards the held-out set itself), logged at the current step."""
+    run.model.eval()
+    with torch.no_grad():
+        metrics = dict(eval_fn(run.model))
+    run.model.train()
+    run.eval_history.append({"step": run.global_step, **metrics})
+    run.accelerator.log({f"eval_{k}": v for k, v in metrics.items()}, step=run.global_step)
+
+
+def _micro_step(run: _Run, batch: dict, epoch: int, accumulated: list[torch.Tensor]) -> None:
+    """Forward, NaN check (on every process at once), backward, and the optimizer/schedule step on sync."""
+    accelerator = run.accelerator
+    with accelerator.accumulate(run.model):
+        loss = _loss_of(run.model(**batch))
+        finite = torch.isfinite(loss.detach()).all().to(torch.float32)
+        if accelerator.num_processes > 1:
+            finite = accelerator.reduce(finite, reduction="min")
+        if finite.item() < 1:
+            raise NonFiniteLossError(run.global_step + 1, epoch, float(loss.detach().float()), run.last_checkpoint)
+        accumulated.append(loss.detach().float())
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and run.args.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(run.model.parameters(), run.args.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad()
+
+
+def _epoch_loop(run: _Run, train_dataset, eval_fn, step_callback) -> int:
+    """Every epoch from the resumed position to `max_steps` updates; returns the last epoch."""
     from tqdm.auto import tqdm
 
+    args, accelerator = run.args, run.accelerator
     progress = tqdm(
-        total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="training"
+        total=run.max_steps,
+        initial=run.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="training",
+        leave=False,
     )
-    model.train()
+    run.model.train()
     window_losses: list[float] = []
     accumulated: list[torch.Tensor] = []
-    epoch = start_epoch
-    for epoch in range(start_epoch, num_epochs):
-        if global_step >= max_steps:
-            break
-        train_dataloader.set_epoch(epoch)
-        if hasattr(train_dataset, "set_epoch"):  # Accelerate gives the epoch to its seedable sampler only
-            train_dataset.set_epoch(epoch)
-        skip = batches_done_in_epoch if epoch == start_epoch else 0
-        epoch_loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
-        batches_done = skip
-        for batch in epoch_loader:
-            with accelerator.accumulate(model):
-                outputs = model(**batch)
-                loss = _loss_of(outputs)
-                finite = torch.isfinite(loss.detach()).all().to(torch.float32)
-                if accelerator.num_processes > 1:
-                    finite = accelerator.reduce(finite, reduction="min")
-                if finite.item() < 1:
-                    progress.close()
-                    raise NonFiniteLossError(global_step + 1, epoch, float(loss.detach().float()), last_checkpoint)
-                accumulated.append(loss.detach().float())
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            batches_done += 1
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            step_loss = torch.stack(accumulated).mean()
-            if accelerator.num_processes > 1:
-                step_loss = accelerator.reduce(step_loss, reduction="mean")
-            accumulated = []
-            losses.append(float(step_loss))
-            window_losses.append(losses[-1])
-            progress.update(1)
-            progress.set_postfix(loss=f"{losses[-1]:.4f}")
-            if global_step % args.logging_steps == 0 or global_step == max_steps:
-                logs = {"train_loss": sum(window_losses) / len(window_losses), "lr": lr_scheduler.get_last_lr()[-1]}
-                accelerator.log({**logs, "epoch": epoch}, step=global_step)
-                window_losses = []
-            if eval_fn is not None and args.eval_steps and global_step % args.eval_steps == 0:
-                evaluate()
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                last_checkpoint = save_checkpoint(epoch, batches_done)
-            if step_callback is not None:
-                step_callback(global_step, losses[-1])
-            if global_step >= max_steps:
+    epoch = run.start_epoch
+    try:
+        for epoch in range(run.start_epoch, run.num_epochs):
+            if run.global_step >= run.max_steps:
                 break
-    progress.close()
+            run.dataloader.set_epoch(epoch)
+            if hasattr(train_dataset, "set_epoch"):  # Accelerate gives the epoch to its seedable sampler only
+                train_dataset.set_epoch(epoch)
+            skip = run.batches_done_in_epoch if epoch == run.start_epoch else 0
+            loader = accelerator.skip_first_batches(run.dataloader, skip) if skip else run.dataloader
+            batches_done = skip
+            for batch in loader:
+                _micro_step(run, batch, epoch, accumulated)
+                batches_done += 1
+                if not accelerator.sync_gradients:
+                    continue
+                run.global_step += 1
+                step_loss = torch.stack(accumulated).mean()
+                if accelerator.num_processes > 1:
+                    step_loss = accelerator.reduce(step_loss, reduction="mean")
+                accumulated = []
+                run.losses.append(float(step_loss))
+                window_losses.append(run.losses[-1])
+                progress.update(1)
+                progress.set_postfix(loss=f"{run.losses[-1]:.4f}")
+                if run.global_step % args.logging_steps == 0 or run.global_step == run.max_steps:
+                    logs = {
+                        "train_loss": sum(window_losses) / len(window_losses),
+                        "lr": run.scheduler.get_last_lr()[-1],
+                    }
+                    accelerator.log({**logs, "epoch": epoch}, step=run.global_step)
+                    window_losses = []
+                if eval_fn is not None and args.eval_steps and run.global_step % args.eval_steps == 0:
+                    _evaluate(run, eval_fn)
+                if args.checkpointing_steps and run.global_step % args.checkpointing_steps == 0:
+                    _save_checkpoint(run, epoch, batches_done)
+                if step_callback is not None:
+                    step_callback(run.global_step, run.losses[-1])
+                if run.global_step >= run.max_steps:
+                    break
+    finally:
+        progress.close()
+    return epoch
 
-    if eval_fn is not None and not (eval_history and eval_history[-1]["step"] == global_step):
-        evaluate()
 
+def _finish(run: _Run, processor) -> Path:
+    """``save_pretrained`` of the unwrapped model (and the processor) by the main process; the others wait."""
+    args, accelerator = run.args, run.accelerator
+    output_dir = Path(args.output_dir)
     final_dir = output_dir / args.final_subdir if args.final_subdir else output_dir
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(run.model)
     tmp = output_dir / f"{_TMP_PREFIX}final"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-    state_dict = accelerator.get_state_dict(model)
+    state_dict = accelerator.get_state_dict(run.model)
     if accelerator.is_main_process:
         unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
         if processor is not None:
@@ -340,11 +397,51 @@ def train(
     accelerator.wait_for_everyone()
     if args.with_tracking:
         accelerator.end_training()
+    return final_dir
+
+
+def train(
+    model: torch.nn.Module,
+    train_dataset: torch.utils.data.Dataset,
+    args: MeSaTrainingArguments,
+    data_collator: Callable | None = None,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    accelerator: Any | None = None,
+    processor: Any | None = None,
+    step_callback: Callable[[int, float], None] | None = None,
+) -> TrainingResult:
+    """Train `model` on `train_dataset` with Accelerate; the same loop for every stage and any number of processes.
+
+    Steps: `_prepare` (folders, DataLoader, optimizer, schedule), `_resume`, `_epoch_loop` (with `_save_checkpoint`
+    and `_evaluate`), a last `_evaluate`, `_finish` (``save_pretrained`` by the main process).
+
+    Args:
+        model: a `PreTrainedModel` whose ``forward(**batch)`` returns an output with ``.loss``.
+        train_dataset: a map-style dataset (e.g. an HF `Dataset` with a transform) yielding dict samples.
+        args: `MeSaTrainingArguments`.
+        data_collator: builds a batch dict from a list of samples (default: torch's default collate).
+        eval_fn: ``eval_fn(model) -> dict`` of metrics, called on every process every `args.eval_steps` updates
+            and at the end, with the prepared model in eval mode; results are logged with ``accelerator.log``.
+        accelerator: an `accelerate.Accelerator` to use instead of `build_accelerator(args)`.
+        processor: saved next to the final model when given (anything with ``save_pretrained``).
+        step_callback: ``step_callback(step, loss)`` after every optimizer update (after checkpointing).
+
+    Returns a `TrainingResult`. Raises `NonFiniteLossError` when the loss becomes NaN/inf (nothing is saved
+    after that step; earlier checkpoints stay intact).
+    """
+    accelerator = accelerator if accelerator is not None else build_accelerator(args)
+    run = _prepare(model, train_dataset, args, data_collator, accelerator)
+    _resume(run)
+    epoch = _epoch_loop(run, train_dataset, eval_fn, step_callback)
+    if eval_fn is not None and not (run.eval_history and run.eval_history[-1]["step"] == run.global_step):
+        _evaluate(run, eval_fn)
+    final_dir = _finish(run, processor)
     return TrainingResult(
-        global_step=global_step,
+        global_step=run.global_step,
         epoch=epoch,
-        losses=losses,
-        eval_history=eval_history,
+        losses=run.losses,
+        eval_history=run.eval_history,
         final_model_dir=str(final_dir),
-        resumed_from=str(resume_path) if resume_path is not None else None,
+        resumed_from=str(run.resume_path) if run.resume_path is not None else None,
+        updates_per_epoch=run.updates_per_epoch,
     )

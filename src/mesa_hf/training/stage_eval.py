@@ -1,53 +1,30 @@
 """Evaluation used between and after training stages: depth metrics on a held-out set, the "average training
 depth map" baseline, the held-out SimMIM loss, and a colour-mapped depth picture.
 
-Depth metrics come from `mesa_hf.evaluation.compute_depth_metrics` when that package is installed; otherwise a
-small local implementation of the same GLPDepth/MIM-Depth formulas (per-image metrics over valid pixels,
-``min_depth < gt < max_depth``, averaged over images) is used. The protocol here never crops (synthetic and
-arbitrary held-out sets); `median_scaling` scales each prediction by ``median(gt) / median(pred)`` over valid
-pixels first (the Monodepth2 protocol for scale-ambiguous models).
+Held-out evaluation is sharded over the processes: each process runs its share of the rows (an Accelerate-prepared
+DataLoader), streams its predictions through `mesa_hf.evaluation.DepthMetricAccumulator` (per-image metrics,
+``min_depth < gt < max_depth``, no crop), and the per-image metrics are gathered with ``gather_for_metrics``
+(which drops the rows Accelerate repeats to even out the last batch) and averaged over images, so every process
+returns the same numbers and no process holds the rows or the predictions. `median_scaled_*` metrics scale each
+prediction by ``median(gt) / median(pred)`` first (the Monodepth2 protocol for scale-ambiguous models).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
+from ..evaluation.io import colorize_depth
+from ..evaluation.metrics import DepthMetricAccumulator, compute_depth_metrics
+from .stage_data import stack_collator
 
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "d1", "d2", "d3")
-
-
-def _local_depth_metrics(
-    pred: torch.Tensor, gt: torch.Tensor, min_depth: float, max_depth: float, median_scaling: bool
-) -> dict[str, float]:
-    """Per-image GLPDepth metrics averaged over the batch; pred, gt (B, H, W) metres."""
-    per_image = []
-    for p, g in zip(pred.double(), gt.double()):
-        valid = torch.isfinite(g) & (g > min_depth) & (g < max_depth)
-        if not valid.any():
-            continue
-        p, g = p[valid], g[valid]
-        p = torch.where(torch.isfinite(p), p, torch.full_like(p, min_depth)).clamp_min(min_depth)
-        if median_scaling:
-            p = p * (g.quantile(0.5) / p.quantile(0.5))
-        ratio = torch.maximum(p / g, g / p)
-        per_image.append(
-            {
-                "abs_rel": ((p - g).abs() / g).mean().item(),
-                "sq_rel": ((p - g) ** 2 / g).mean().item(),
-                "rmse": ((p - g) ** 2).mean().sqrt().item(),
-                "rmse_log": ((p.log() - g.log()) ** 2).mean().sqrt().item(),
-                "log10": (p.log10() - g.log10()).abs().mean().item(),
-                "d1": (ratio < 1.25).double().mean().item(),
-                "d2": (ratio < 1.25**2).double().mean().item(),
-                "d3": (ratio < 1.25**3).double().mean().item(),
-            }
-        )
-    if not per_image:
-        raise ValueError("depth metrics: no image of the evaluation set has valid ground truth in range")
-    return {k: float(np.mean([m[k] for m in per_image])) for k in DEPTH_METRICS}
+MEDIAN_SCALED_METRICS = ("abs_rel", "rmse", "d1")
 
 
 def depth_metrics(
@@ -57,56 +34,117 @@ def depth_metrics(
     max_depth: float = 10.0,
     median_scaling: bool = False,
 ) -> dict[str, float]:
-    """AbsRel, SqRel, RMSE, RMSE(log), log10, δ1-3 of predictions `pred` (B, H, W) against `gt` (B, H, W), metres.
-
-    Uses `mesa_hf.evaluation.compute_depth_metrics` (no crop) when available, else the same formulas locally.
-    """
+    """AbsRel, SqRel, RMSE, RMSE(log), log10, δ1-3 of predictions `pred` (B, H, W) against `gt` (B, H, W), metres,
+    by `mesa_hf.evaluation.compute_depth_metrics` without crop."""
     if pred.shape != gt.shape:
         raise ValueError(f"depth_metrics: prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
-    try:
-        from mesa_hf.evaluation import compute_depth_metrics
-    except ImportError:
-        return _local_depth_metrics(pred, gt, min_depth, max_depth, median_scaling)
     metrics = compute_depth_metrics(
         pred, gt, min_depth=min_depth, max_depth=max_depth, crop=None, median_scaling=median_scaling
     )
     return {k: float(metrics[k]) for k in DEPTH_METRICS}
 
 
-def _batches(dataset, batch_size: int) -> Iterable[dict[str, torch.Tensor]]:
-    for start in range(0, len(dataset), batch_size):
-        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        yield {k: torch.stack([r[k] for r in rows]) for k in rows[0] if isinstance(rows[0][k], torch.Tensor)}
+def eval_dataloader(dataset, batch_size: int = 8, accelerator: Any | None = None) -> DataLoader:
+    """A DataLoader over an eval-transformed dataset; sharded over the processes when `accelerator` is given."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=stack_collator)
+    return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
+
+
+def _gather(accelerator: Any | None, values: torch.Tensor) -> torch.Tensor:
+    return accelerator.gather_for_metrics(values) if accelerator is not None else values
+
+
+def _unwrap(model: torch.nn.Module, accelerator: Any | None) -> torch.nn.Module:
+    """The bare model, with rank 0's buffers (BatchNorm statistics) on every process, so that every shard is
+    evaluated with the weights the main process saves."""
+    if accelerator is None:
+        return model
+    model = accelerator.unwrap_model(model)
+    if accelerator.num_processes > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+    return model
 
 
 @torch.no_grad()
-def predict_depth(model: torch.nn.Module, dataset, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run `model(pixel_values=...)` over an eval-transformed depth dataset; returns (pred, gt), each (N, H, W)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    preds, gts = [], []
-    for batch in _batches(dataset, batch_size):
-        out = model(pixel_values=batch["pixel_values"].to(device))
-        preds.append(out.predicted_depth.float().cpu())
-        gts.append(batch["labels"].float())
-    model.train(was_training)
-    return torch.cat(preds), torch.cat(gts)
+def _stream_depth(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    loader,
+    accelerator: Any | None,
+    min_depth: float,
+    max_depth: float,
+    median_scaled: bool,
+) -> dict[str, float]:
+    metric = DepthMetricAccumulator(min_depth=min_depth, max_depth=max_depth, crop=None)
+    scaled = DepthMetricAccumulator(min_depth=min_depth, max_depth=max_depth, crop=None, median_scaling=True)
+    sums, count = torch.zeros(len(DEPTH_METRICS) + len(MEDIAN_SCALED_METRICS), dtype=torch.float64), 0
+    for batch in loader:
+        pred = predict(batch["pixel_values"]).float().cpu()
+        gt = batch["labels"].float().cpu()
+        rows = [[m[k] for k in DEPTH_METRICS] for m in metric.update(pred, gt)]
+        if median_scaled:
+            rows = [r + [m[k] for k in MEDIAN_SCALED_METRICS] for r, m in zip(rows, scaled.update(pred, gt))]
+        else:
+            rows = [r + [0.0] * len(MEDIAN_SCALED_METRICS) for r in rows]
+        device = batch["labels"].device
+        gathered = _gather(accelerator, torch.tensor(rows, dtype=torch.float64, device=device)).cpu()
+        sums += gathered.sum(0)
+        count += len(gathered)
+    if count == 0:
+        raise ValueError("held-out evaluation: no image of the evaluation set has valid ground truth in range")
+    means = (sums / count).tolist()
+    result = dict(zip(DEPTH_METRICS, means[: len(DEPTH_METRICS)]))
+    if median_scaled:
+        result.update({f"median_scaled_{k}": v for k, v in zip(MEDIAN_SCALED_METRICS, means[len(DEPTH_METRICS) :])})
+    return result
 
 
 def evaluate_depth(
     model: torch.nn.Module,
-    dataset,
-    median_scaling: bool = False,
-    batch_size: int = 16,
+    loader,
+    accelerator: Any | None = None,
     min_depth: float = 1e-3,
     max_depth: float | None = None,
+    median_scaled: bool = True,
 ) -> dict[str, float]:
-    """Depth metrics of `model` on an eval-transformed depth dataset (`pixel_values`, `labels` per row)."""
+    """Depth metrics of `model` over a held-out `loader` (`eval_dataloader`; rows with `pixel_values`, `labels`),
+    metric and (with `median_scaled`) ``median_scaled_abs_rel/rmse/d1``. `max_depth` defaults to the model's."""
+    bare = _unwrap(model, accelerator)
     if max_depth is None:
-        max_depth = float(getattr(getattr(model, "config", None), "max_depth", 10.0))
-    pred, gt = predict_depth(model, dataset, batch_size)
-    return depth_metrics(pred, gt, min_depth, max_depth, median_scaling)
+        max_depth = float(bare.config.max_depth)
+    was_training = bare.training
+    bare.eval()
+    device = next(bare.parameters()).device
+    try:
+        return _stream_depth(
+            lambda x: bare(pixel_values=x.to(device)).predicted_depth,
+            loader,
+            accelerator,
+            min_depth,
+            max_depth,
+            median_scaled,
+        )
+    finally:
+        bare.train(was_training)
+
+
+def evaluate_constant_map(
+    depth_map: torch.Tensor,
+    loader,
+    accelerator: Any | None = None,
+    min_depth: float = 1e-3,
+    max_depth: float = 10.0,
+) -> dict[str, float]:
+    """Metrics (and median-scaled ones) of predicting the same depth map (H, W) for every held-out row."""
+
+    def predict(pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.shape[-2:] != depth_map.shape:
+            raise ValueError(
+                f"baseline map {tuple(depth_map.shape)} and held-out rows {tuple(pixel_values.shape[-2:])} differ"
+            )
+        return depth_map.expand(len(pixel_values), *depth_map.shape)
+
+    return _stream_depth(predict, loader, accelerator, min_depth, max_depth, median_scaled=True)
 
 
 def mean_depth_map(dataset, key: str = "labels") -> torch.Tensor:
@@ -131,57 +169,42 @@ def mean_depth_map(dataset, key: str = "labels") -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), overall).float()
 
 
-def evaluate_constant_map(
-    depth_map: torch.Tensor, dataset, median_scaling: bool = False, min_depth: float = 1e-3, max_depth: float = 10.0
-) -> dict[str, float]:
-    """Metrics of predicting the same depth map (H, W) for every row of an eval-transformed depth dataset."""
-    gt = torch.stack([dataset[i]["labels"].float() for i in range(len(dataset))])
-    if gt.shape[-2:] != depth_map.shape:
-        raise ValueError(f"baseline map {tuple(depth_map.shape)} and ground truth {tuple(gt.shape[-2:])} differ")
-    return depth_metrics(depth_map.expand_as(gt).clone(), gt, min_depth, max_depth, median_scaling)
-
-
 @torch.no_grad()
-def evaluate_masked(model: torch.nn.Module, dataset, batch_size: int = 16) -> dict[str, float]:
-    """Mean SimMIM loss of `model` over a masked-transformed dataset (`pixel_values`, `bool_masked_pos` per row)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    losses, weights = [], []
-    for batch in _batches(dataset, batch_size):
-        out = model(pixel_values=batch["pixel_values"].to(device), bool_masked_pos=batch["bool_masked_pos"].to(device))
-        losses.append(float(out.loss))
-        weights.append(len(batch["pixel_values"]))
-    model.train(was_training)
-    return {"masked_loss": float(np.average(losses, weights=weights))}
-
-
-def frozen_rows(dataset, transform_factory: Callable[[], Callable]) -> list[dict[str, torch.Tensor]]:
-    """Materialise a held-out set once with a freshly seeded transform, so every evaluation sees the same rows
-    (random masks or crops included)."""
-    transformed = dataset.with_transform(transform_factory())
-    return [transformed[i] for i in range(len(transformed))]
-
-
-def colorize_depth(depth: np.ndarray | torch.Tensor, cmap: str = "magma_r") -> np.ndarray:
-    """A depth map (H, W) metres -> uint8 RGB (H, W, 3) with a matplotlib colour map (near = bright with magma_r
-    reversed: near is light, far is dark), normalised between the 2nd and 98th percentile of the finite values."""
-    from matplotlib import colormaps
-
-    depth = np.asarray(depth.detach().cpu() if isinstance(depth, torch.Tensor) else depth, dtype=np.float64)
-    finite = np.isfinite(depth)
-    if not finite.any():
-        raise ValueError("colorize_depth: the depth map has no finite value")
-    lo, hi = np.percentile(depth[finite], [2, 98])
-    scaled = np.clip((np.where(finite, depth, hi) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    return (colormaps[cmap](scaled)[..., :3] * 255 + 0.5).astype(np.uint8)
+def evaluate_masked(model: torch.nn.Module, loader, accelerator: Any | None = None) -> dict[str, float]:
+    """Mean SimMIM loss of `model` over a held-out `loader` (rows with `pixel_values`, `bool_masked_pos`), weighted
+    by rows (every row masks the same number of patches, so this is the loss of all rows at once)."""
+    bare = _unwrap(model, accelerator)
+    was_training = bare.training
+    bare.eval()
+    device = next(bare.parameters()).device
+    total, count = 0.0, 0
+    try:
+        for batch in loader:
+            out = bare(
+                pixel_values=batch["pixel_values"].to(device), bool_masked_pos=batch["bool_masked_pos"].to(device)
+            )
+            losses = (
+                out.loss.detach()
+                .double()
+                .reshape(1)
+                .expand(len(batch["pixel_values"]))
+                .to(batch["pixel_values"].device)
+            )
+            gathered = _gather(accelerator, losses.contiguous()).cpu()
+            total += float(gathered.sum())
+            count += len(gathered)
+    finally:
+        bare.train(was_training)
+    return {"masked_loss": total / max(count, 1)}
 
 
 def save_depth_picture(depth, path: str | Path, image=None) -> Path:
-    """Write the colour-mapped depth (and the RGB `image` beside it, when given) as a PNG."""
+    """Write the colour-mapped depth (`mesa_hf.evaluation.io.colorize_depth`; the RGB `image` beside it, when
+    given) as a PNG."""
     from PIL import Image
 
-    coloured = colorize_depth(depth)
+    depth = depth.detach().float().cpu().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth)
+    coloured = colorize_depth(np.squeeze(depth))
     if image is not None:
         rgb = np.asarray(Image.fromarray(np.asarray(image)).convert("RGB").resize(coloured.shape[1::-1]))
         coloured = np.concatenate([rgb, coloured], axis=1)
@@ -193,13 +216,11 @@ def save_depth_picture(depth, path: str | Path, image=None) -> Path:
 
 __all__ = [
     "DEPTH_METRICS",
-    "colorize_depth",
     "depth_metrics",
+    "eval_dataloader",
     "evaluate_constant_map",
     "evaluate_depth",
     "evaluate_masked",
-    "frozen_rows",
     "mean_depth_map",
-    "predict_depth",
     "save_depth_picture",
 ]

@@ -1,0 +1,179 @@
+"""Training on several processes: 2 CPU processes over gloo (``torchrun --standalone --nproc_per_node 2``) run the
+scripts as a user would, finish every stage, train the same weights as their single-process twin with gradient
+accumulation, and resume after SIGKILL to the uninterrupted weights.
+
+Each run takes tens of seconds on 2 CPU cores, so the runs are module-scoped fixtures shared by the assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+PRETRAIN, FINETUNE = ROOT / "examples" / "pretrain.py", ROOT / "examples" / "finetune.py"
+STAGE_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "stage_results.json")
+# the issue's command (finetune on the synthetic world, test preset, 3 updates) with drop path off
+FINETUNE_ARGS = [
+    "--model_name_or_path", "test", "--per_device_train_batch_size", "2", "--max_train_steps", "3",
+    "--num_synthetic_samples", "16", "--num_eval_samples", "4", "--drop_path_rate", "0",
+]  # fmt: skip
+MASKED_ARGS = [
+    "--objective", "masked", "--preset", "test", "--image_size", "64", "64", "--per_device_train_batch_size", "2",
+    "--max_train_steps", "3", "--num_synthetic_samples", "16", "--num_eval_samples", "4", "--drop_path_rate", "0",
+]  # fmt: skip
+
+
+def _env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env.update(
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TQDM_DISABLE="1",
+        HF_DATASETS_CACHE=str(cache),
+    )
+    return env
+
+
+def _command(script: Path, args: list[str], processes: int) -> list[str]:
+    if processes == 1:
+        return [sys.executable, str(script), *args]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return [*launcher, str(script), *args]
+
+
+def _run(script: Path, args: list[str], cache: Path, processes: int = 2, timeout: float = 300):
+    done = subprocess.run(
+        _command(script, args, processes), env=_env(cache), capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"{script.name} {' '.join(args)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def _trainable(folder: Path) -> dict:
+    """Weights without BatchNorm running statistics (DDP keeps rank 0's, accumulation sees every micro-batch)."""
+    weights = load_file(folder / "model.safetensors")
+    return {k: v for k, v in weights.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def _max_difference(a: Path, b: Path) -> float:
+    wa, wb = _trainable(a), _trainable(b)
+    assert wa.keys() == wb.keys()
+    return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+
+
+def _complete(folder: Path) -> dict:
+    for name in STAGE_FILES:
+        assert (folder / name).is_file(), folder / name
+    return json.loads((folder / "stage_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("datasets-cache")
+
+
+@pytest.fixture(scope="module")
+def finetune_twins(tmp_path_factory, cache):
+    """The issue's finetune command on 2 processes, and 1 process with accumulation 2 (the same total batch)."""
+    root = tmp_path_factory.mktemp("finetune")
+    two = _run(FINETUNE, [*FINETUNE_ARGS, "--output_dir", str(root / "two")], cache)
+    _run(FINETUNE, [*FINETUNE_ARGS, "--gradient_accumulation_steps", "2", "--output_dir", str(root / "one")], cache, 1)
+    return root, two
+
+
+def test_finetune_on_two_processes_finishes_and_writes_one_complete_folder(finetune_twins):
+    root, done = finetune_twins
+    recorded = _complete(root / "two")
+    assert recorded["global_step"] == 3 and recorded["eval_after"]["abs_rel"] > 0
+    resolved = recorded["resolved_recipe"]
+    assert (resolved["num_processes"], resolved["per_device_train_batch_size"]) == (2, 2)
+    assert (resolved["gradient_accumulation_steps"], resolved["total_train_batch_size"]) == (1, 4)
+    assert "2 process(es) x 2 per device x 1 accumulation = total batch 4" in done.stderr
+    assert done.stdout.count("fine-tuned checkpoint:") == 1  # only the main process reports
+
+
+def test_two_processes_train_the_weights_of_one_process_with_accumulation(finetune_twins):
+    root, _ = finetune_twins
+    one, two = (json.loads((root / n / "stage_results.json").read_text()) for n in ("one", "two"))
+    assert one["resolved_recipe"]["total_train_batch_size"] == two["resolved_recipe"]["total_train_batch_size"] == 4
+    difference = _max_difference(root / "one", root / "two")
+    print(f"finetune, 3 updates: max |w(2 processes x 2) - w(1 process x 2 x accumulation 2)| = {difference:.2e}")
+    assert difference < 1e-5
+    # the held-out evaluation, sharded over 2 processes and gathered, equals the single-process one
+    for key in ("abs_rel", "rmse", "d1"):
+        assert two["eval_before"][key] == pytest.approx(one["eval_before"][key], abs=1e-6)
+
+
+def test_masked_stage_on_two_processes_equals_accumulation(tmp_path_factory, cache):
+    root = tmp_path_factory.mktemp("masked")
+    _run(PRETRAIN, [*MASKED_ARGS, "--output_dir", str(root / "two")], cache)
+    _run(PRETRAIN, [*MASKED_ARGS, "--gradient_accumulation_steps", "2", "--output_dir", str(root / "one")], cache, 1)
+    difference = _max_difference(root / "one" / "masked", root / "two" / "masked")
+    print(f"masked, 3 updates: max |w(2 processes) - w(1 process, accumulation 2)| = {difference:.2e}")
+    assert difference < 1e-5
+    one, two = (_complete(root / n / "masked") for n in ("one", "two"))
+    assert two["eval_before"]["masked_loss"] == pytest.approx(one["eval_before"]["masked_loss"], rel=1e-5)
+
+
+def test_pretrain_all_on_two_processes_completes_every_stage(tmp_path, cache):
+    args = [
+        "--objective", "all", "--preset", "test", "--image_size", "64", "64", "--num_synthetic_samples", "8",
+        "--num_eval_samples", "2", "--per_device_train_batch_size", "2", "--max_train_steps", "2",
+        "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    done = _run(PRETRAIN, args, cache)
+    for stage in ("masked", "geometric", "supervised"):
+        recorded = _complete(tmp_path / stage)
+        assert recorded["stage"] == stage and recorded["global_step"] == 2
+        assert recorded["resolved_recipe"]["num_processes"] == 2
+    config = json.loads((tmp_path / "supervised" / "config.json").read_text())
+    assert [s["name"] for s in config["mesa_stages"]] == ["masked", "geometric", "supervised"]
+    assert "LOAD REPORT" not in done.stderr
+    # run again with --resume_from_checkpoint latest: every process skips the finished stages
+    again = _run(PRETRAIN, [*args, "--resume_from_checkpoint", "latest"], cache)
+    assert again.stdout.count("(already complete)") == 3
+
+
+def test_sigkill_on_two_processes_resumes_to_the_uninterrupted_weights(tmp_path, cache):
+    args = [*FINETUNE_ARGS, "--max_train_steps", "8", "--checkpointing_steps", "2", "--save_total_limit", "5"]
+    _run(FINETUNE, [*args, "--output_dir", str(tmp_path / "uninterrupted")], cache)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        _command(FINETUNE, [*args, "--output_dir", str(killed)], 2),
+        env=_env(cache),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = killed / "checkpoints" / "step_4"
+    deadline = time.time() + 240
+    while not checkpoint.is_dir() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    # SIGKILL to both workers and the launcher (torchrun's workers do not share its process group)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert len(workers) >= 2, "the run finished before it could be killed"
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    psutil.wait_procs(workers, timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed / "stage_results.json").exists()
+    _run(FINETUNE, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"], cache)
+    recorded = _complete(killed)
+    resumed_step = int(Path(recorded["resumed_from"]).name.split("_")[1])
+    assert recorded["global_step"] == 8 and 4 <= resumed_step < 8
+    difference = _max_difference(killed, tmp_path / "uninterrupted")
+    print(f"2 processes, SIGKILL after step_{resumed_step}, resumed: max |w - w_uninterrupted| = {difference}")
+    assert difference == 0.0
