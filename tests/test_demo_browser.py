@@ -2,7 +2,8 @@
 
 One browser session for the whole module: open the page, upload a photo, wait for the depth, download the 16-bit
 PNG, open the 3-D tab and wait for the viewer, screenshot each tab, upload a text file renamed .png and check the
-message, then check the app still answers. No request may leave localhost; the console may show only the known
+message, then check the app still answers; in the Video tab upload a clip, wait until the browser plays the depth
+video, download the .npz, screenshot. No request may leave localhost; the console may show only the known
 harmless lines of the 3-D viewer's WebGPU -> WebGL2 fallback.
 """
 
