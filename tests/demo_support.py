@@ -68,3 +68,24 @@ def launched_demo(checkpoint: Path, temp_dir: Path, **build_options) -> Iterator
 def read_png16(path: str | Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im).astype(np.int64)
+
+
+def save_test_video(path: Path, frames: int = 8, height: int = 96, width: int = 128, fps: float = 10.0) -> Path:
+    """A short H.264 mp4 of consecutive synthetic-world views (a slow walk through one room)."""
+    from mesa_hf.data.video_files import write_video
+
+    images = [synthetic_view(seed=7, index=i, height=height, width=width)[0] for i in range(frames)]
+    return write_video(path, images, fps=fps)
+
+
+def save_audio_only_mp4(path: Path) -> Path:
+    """An .mp4 holding one AAC audio stream and no video."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path

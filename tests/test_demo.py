@@ -196,8 +196,11 @@ def _predict(client, photo: Path, flip: bool = False, cmap: str = "magma_r", mod
 
 def test_every_event_has_a_public_api_name(client):
     app, demo = client
+    from mesa_hf.demo.app import load_video_tab_builder
+
     names = set(app.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/predict", "/colorize", "/point_cloud"}
+    video = {"/predict_video"} if load_video_tab_builder() is not None else set()  # tests/test_demo_video.py
+    assert names == {"/predict", "/colorize", "/point_cloud", *video}
     assert all(dependency.api_name for dependency in demo.fns.values())
 
 

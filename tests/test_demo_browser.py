@@ -2,7 +2,8 @@
 
 One browser session for the whole module: open the page, upload a photo, wait for the depth, download the 16-bit
 PNG, open the 3-D tab and wait for the viewer, screenshot each tab, upload a text file renamed .png and check the
-message, then check the app still answers. No request may leave localhost; the console may show only the known
+message, then check the app still answers; in the Video tab upload a clip, wait until the browser plays the depth
+video, download the .npz, screenshot. No request may leave localhost; the console may show only the known
 harmless lines of the 3-D viewer's WebGPU -> WebGL2 fallback.
 """
 
@@ -23,7 +24,14 @@ from PIL import Image
 pytest.importorskip("gradio")
 pytest.importorskip("playwright.sync_api")
 
-from .demo_support import launched_demo, read_png16, save_fake_png, save_photo, save_tiny_checkpoint
+from .demo_support import (
+    launched_demo,
+    read_png16,
+    save_fake_png,
+    save_photo,
+    save_test_video,
+    save_tiny_checkpoint,
+)
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 LOCAL_SCHEMES = {"data", "blob", "about"}
@@ -73,6 +81,7 @@ def demo_files(tmp_path_factory) -> dict[str, Path]:
         "photo": save_photo(root / "photo.png", seed=3),
         "second": save_photo(root / "second.png", seed=5),
         "fake": save_fake_png(root / "notes.png"),
+        "clip": save_test_video(root / "walk.mp4", frames=12, height=240, width=320, fps=10),
     }
 
 
@@ -203,3 +212,40 @@ def test_browser_fake_png_shows_message_and_app_keeps_serving(browser_session, d
     assert log["console_errors"] == [], log["console_errors"]
     assert log["page_errors"] == [], log["page_errors"]
     print(f"\n{len(log['requests'])} browser requests, all to localhost")
+
+
+def test_browser_video_tab_plays_the_depth_video(browser_session, demo_files, tmp_path):
+    _url, page, log = browser_session
+    if page.get_by_role("tab", name="Video").count() == 0:
+        pytest.skip("no Video tab in this page (PyAV missing)")
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-input input[type=file]").set_input_files(str(demo_files["clip"]))
+    page.locator("#video-input video").wait_for()  # the upload is shown
+    page.locator("#run-video").click()
+    page.locator("#video-readout").get_by_text("walk.mp4: 12 frames 320x240").wait_for()
+    video = page.locator("#depth-video video")
+    video.wait_for()
+    # Chromium decodes the H.264 depth video: metadata read, frames of the right size
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#depth-video video'); return v && v.readyState >= 2; }"
+    )
+    size = video.evaluate("v => [v.videoWidth, v.videoHeight, v.duration]")
+    assert size[:2] == [320, 240] and 1.0 <= size[2] <= 1.4, size  # 12 frames at 10 fps
+    readout = page.locator("#video-readout").inner_text()
+    assert "colour range" in readout and "the same in every frame" in readout
+    with page.expect_download() as download_info:
+        page.locator("#download-npz").click()
+    assert download_info.value.suggested_filename == "walk_depth.npz"
+    npz = tmp_path / "walk_depth.npz"
+    download_info.value.save_as(npz)
+    with np.load(npz) as archive:
+        assert archive["depth"].shape == (12, 240, 320) and archive["depth"].dtype == np.float16
+    video.evaluate("v => { v.pause(); v.currentTime = 0.55; }")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#depth-video video'); return !v.seeking && v.readyState >= 2; }"
+    )
+    page.screenshot(path=str(tmp_path / "video_tab.png"), full_page=True)
+    print(f"\nVideo tab: depth video {size[0]}x{size[1]}, {size[2]:.2f} s; screenshot {tmp_path / 'video_tab.png'}")
+    assert log["foreign_requests"] == [], log["foreign_requests"]
+    assert log["console_errors"] == [], log["console_errors"]
+    assert log["page_errors"] == [], log["page_errors"]

@@ -3,7 +3,7 @@
 Offline and safe by default: analytics off, binds 127.0.0.1, no ``share``, fonts and the 3-D viewer come from
 Gradio's own server, uploads are size-limited, unreadable files are answered with a message in the page, and all
 model runs share one queue with a concurrency limit. Every event has an ``api_name`` (drive it with
-``gradio_client``): ``/predict``, ``/colorize``, ``/point_cloud``.
+``gradio_client``): ``/predict``, ``/colorize``, ``/point_cloud`` (and ``/predict_video``, :mod:`.video_tab`).
 """
 
 from __future__ import annotations

@@ -60,6 +60,8 @@ class DemoLimits:
     ``concurrency_limit``: model runs at once (all model-running events share one queue slot set).
     ``max_queue_size``: waiting requests beyond this are turned away.
     ``max_points``: upper end of the point-density control; ``default_points``: its start value.
+    ``max_video_frames``: most frames predicted per video; ``max_video_side``: frames are downscaled so their longer
+    side is at most this (pixels); ``max_video_fps``: highest sampling rate (frames/s) a visitor may ask for.
     """
 
     max_upload_size: str = "25mb"
@@ -69,6 +71,9 @@ class DemoLimits:
     max_queue_size: int = 16
     max_points: int = 400_000
     default_points: int = 100_000
+    max_video_frames: int = 120
+    max_video_side: int = 640
+    max_video_fps: float = 30.0
 
 
 @dataclass
@@ -279,6 +284,73 @@ class DemoEngine:
         result = self.estimate(image, flip=flip, name=stem, upload_size=upload_size, downscaled=downscaled)
         result.source = str(path)
         return result
+
+    def predict_video(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        max_frames: int | None = None,
+        target_fps: float | None = None,
+        max_size: int | None = None,
+        depth_range: tuple[float, float] | None = None,
+        cmap: str = "magma_r",
+        flip: bool = False,
+    ) -> tuple[Any, float]:
+        """Depth of a video file with this engine's model (:func:`~mesa_hf.evaluation.predict_video.predict_video_file`
+        into a fresh request folder): ``<name>_depth.mp4`` (H.264, one colour range for the clip) and
+        ``<name>_depth.npz`` (float16 metres, frames × H × W). Returns (VideoPrediction, seconds).
+
+        ``max_frames`` / ``max_size`` default to, and may not exceed, ``limits.max_video_frames`` /
+        ``max_video_side``; ``target_fps`` (None: every frame) at most ``limits.max_video_fps``. Raises
+        ``VideoReadError`` (message naming ``name``, no server path) for files that are not readable videos, and
+        ValueError for settings out of range.
+        """
+        from mesa_hf.data.video_files import VideoReadError, probe_video
+        from mesa_hf.evaluation.predict_video import predict_video_file
+
+        limits = self.limits
+        shown = name or Path(path).name
+        max_frames = limits.max_video_frames if max_frames is None else int(max_frames)
+        max_size = limits.max_video_side if max_size is None else int(max_size)
+        if not 1 <= max_frames <= limits.max_video_frames:
+            raise ValueError(f"maximum frames must be 1-{limits.max_video_frames} in this demo, got {max_frames}")
+        if not 16 <= max_size <= limits.max_video_side:
+            raise ValueError(f"max resolution must be 16-{limits.max_video_side} px in this demo, got {max_size}")
+        if target_fps is not None and not 0 < float(target_fps) <= limits.max_video_fps:
+            raise ValueError(f"frame rate must be over 0 and at most {limits.max_video_fps:g} fps, got {target_fps}")
+        if cmap not in COLORMAPS:
+            raise ValueError(f"unknown colour map {cmap!r}; choose one of {', '.join(COLORMAPS)}")
+        try:
+            info = probe_video(path)
+            if info.width * info.height > limits.max_image_pixels:
+                raise VideoReadError(
+                    f"{shown}: {info.width}x{info.height} frames are over this demo's limit of "
+                    f"{limits.max_image_pixels / 1e6:.0f} M pixels"
+                )
+            with self._lock:
+                start = time.perf_counter()
+                prediction = predict_video_file(
+                    self.model,
+                    self.processor,
+                    path,
+                    self._request_folder(),
+                    name=Path(shown).stem or "video",
+                    max_frames=max_frames,
+                    target_fps=None if target_fps is None else float(target_fps),
+                    max_size=max_size,
+                    depth_range=depth_range,
+                    outputs=("mp4", "npz"),
+                    cmap=cmap,
+                    predictor=self._predictors[bool(flip)],
+                    progress=False,
+                )
+                seconds = time.perf_counter() - start
+        except (VideoReadError, FileNotFoundError) as error:
+            message = str(error).replace(str(path), shown).replace(str(Path(path).resolve()), shown)
+            raise VideoReadError(message.splitlines()[0] if message else f"{shown}: not a readable video") from error
+        prediction.source = shown
+        return prediction, seconds
 
     # ------------------------------------------------------------------------------------------ presentation
 
