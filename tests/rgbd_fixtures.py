@@ -69,10 +69,22 @@ def render_video(
 # ---------------------------------------------------------------- encodings of depth files
 
 
+def hole_mask(shape: tuple[int, int], fraction: float, seed: int = 0, block: int = 4) -> np.ndarray:
+    """Boolean (H, W) mask of missing measurements: ``fraction`` of the ``block``-pixel squares, chosen at random.
+
+    Holes come in patches, as in depth-sensor data (isolated missing pixels would spoil the 3x3 SSIM window of
+    every valid pixel next to them in a photometric check).
+    """
+    rows, cols = -(-shape[0] // block), -(-shape[1] // block)
+    cells = np.zeros(rows * cols, dtype=bool)
+    cells[np.random.default_rng(seed).permutation(rows * cols)[: round(fraction * rows * cols)]] = True
+    return np.kron(cells.reshape(rows, cols), np.ones((block, block), dtype=bool))[: shape[0], : shape[1]]
+
+
 def punch_holes(depth: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """A copy of ``depth`` with a random ``fraction`` of pixels set to 0 (no measurement)."""
+    """A copy of ``depth`` with patches covering ``fraction`` of it set to 0 (no measurement)."""
     depth = np.array(depth, dtype=np.float32)
-    depth[np.random.default_rng(seed).random(depth.shape) < fraction] = 0.0
+    depth[hole_mask(depth.shape, fraction, seed)] = 0.0
     return depth
 
 
@@ -327,7 +339,7 @@ def write_7scenes_folder(
     for i, frame in enumerate(frames):
         units = to_units(frame.depth, 1000)
         if invalid_fraction:
-            units[np.random.default_rng([seed, i]).random(units.shape) < invalid_fraction] = 65535
+            units[hole_mask(units.shape, invalid_fraction, seed + i)] = 65535
         write_rgb(root / f"frame-{i:06d}.color.jpg", frame.image)
         write_png16(root / f"frame-{i:06d}.depth.png", units)
         np.savetxt(root / f"frame-{i:06d}.pose.txt", frame.pose)
@@ -396,7 +408,7 @@ def write_tum_sequence(root: Path, num_frames: int = 4, height: int = 48, width:
 
 
 def write_hololens_folder(
-    root: Path, num_frames: int = 8, height: int = 36, width: int = 54, first: int = 3, seed: int = 0
+    root: Path, num_frames: int = 8, height: int = 72, width: int = 108, first: int = 3, seed: int = 0
 ) -> list[Frame]:
     """``hololens20`` (DeepVideoMVS): ``images/00003.png..``, ``depth/00003.png..`` (uint16 mm, 22 % holes),
     ``K.txt`` (3x3) and ``poses.txt`` (one flattened 4x4 camera-to-world pose per line, with lines for frames not
