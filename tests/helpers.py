@@ -55,3 +55,20 @@ def seven_scenes_warp_errors(root: Path, target_index: int, source_index: int, s
         assert mask.float().mean() > 0.8
         errors[name] = photometric_error(warped, target)[mask].mean().item()
     return errors
+
+
+def check_pipeline_on_photo(checkpoint: Path, photo: Path) -> None:
+    """transformers' depth-estimation pipeline on a saved checkpoint (model + processor) and one photo: depth at
+    the photo's size, finite, inside (0, max_depth], a non-constant depth image, and a list in gives a list out."""
+    from transformers import pipeline
+
+    depth_estimator = pipeline("depth-estimation", model=str(checkpoint), device="cpu")
+    result = depth_estimator(str(photo))
+    depth = result["predicted_depth"]
+    width, height = Image.open(photo).size
+    assert depth.shape == (height, width)
+    assert torch.isfinite(depth).all()
+    assert depth.min() > 0 and depth.max() <= depth_estimator.model.config.max_depth
+    assert isinstance(result["depth"], Image.Image) and result["depth"].size == (width, height)
+    assert np.asarray(result["depth"]).std() > 0
+    assert len(depth_estimator([str(photo), Image.open(photo)])) == 2
