@@ -10,13 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mesa_hf import MeSaImageProcessor
+from mesa_hf import MeSaForDepthEstimation, MeSaImageProcessor
 from mesa_hf.cli import SUBCOMMANDS, build_parser, main
+from mesa_hf.data.synthetic import synthetic_view
 from mesa_hf.evaluation import METRIC_NAMES
 from mesa_hf.evaluation.inference import DepthPredictor
 from mesa_hf.evaluation.io import load_depth_png16, read_ply
 
-from .helpers import tiny_depth_model
+from .helpers import check_pipeline_on_photo, tiny_depth_model
+from .rgbd_fixtures import render_views, write_ibims_folder
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +31,10 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def small_images(tmp_path_factory) -> Path:
-    """Three small RGB photos (NYUv2 test images downsized to 96x128) in a folder."""
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu_test10"
-    if not data.is_dir():
-        pytest.skip(f"real RGB-D samples not found at {data}")
+    """Three small generated indoor photos (96x128 renders of the synthetic world) in a folder."""
     folder = tmp_path_factory.mktemp("images")
-    for i in range(3):
-        with Image.open(data / f"image_{i}.png") as im:
-            im.convert("RGB").resize((128, 96), Image.BILINEAR).save(folder / f"frame_{i:03d}.png")
+    for i, view in enumerate(render_views(3, 96, 128, seed=5)):
+        Image.fromarray(view.image).save(folder / f"frame_{i:03d}.png")
     return folder
 
 
@@ -108,18 +106,37 @@ def test_predict_given_intrinsics_gif_frames_and_video_error(checkpoint, small_i
     assert status == 2 and "clip.mp4: not a readable video file" in err and len(err.strip().splitlines()) == 1
 
 
-def test_evaluate_nyu_test10_prints_table_and_tta_changes_numbers(checkpoint, shared_data, tmp_path, capsys):
-    data = shared_data / "nyu_test10"
+def test_evaluate_nyu_folder_prints_table_and_tta_changes_numbers(checkpoint, nyu_test_folder, tmp_path, capsys):
+    data, depths = nyu_test_folder  # generated image_i.png + depth_i.png (mm) + nyu2_mini_test.csv at 480x640
+    plain = check_evaluate_nyu_folder(checkpoint, data, 3, tmp_path, capsys)
+    # the metrics are those of the model's prediction against the stored depth, computed by hand
+    from mesa_hf.evaluation import compute_depth_metrics
+    from mesa_hf.evaluation.inference import resize_depth_bilinear
+
+    processor = MeSaImageProcessor()
+    model = MeSaForDepthEstimation.from_pretrained(checkpoint).eval()
+    images = [Image.open(data / f"image_{i}.png").convert("RGB") for i in range(3)]
+    pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+    predicted = resize_depth_bilinear(DepthPredictor(model, device="cpu")(pixel_values), (480, 640))
+    for i, per_image in enumerate(plain["per_image"]):
+        expected = compute_depth_metrics(predicted[i], torch.from_numpy(depths[i]), max_depth=10.0, crop="eigen")
+        assert per_image["rmse"] == pytest.approx(float(expected["rmse"]), rel=1e-4)
+
+
+def check_evaluate_nyu_folder(
+    checkpoint: Path, data: Path, num: int, tmp_path: Path, capsys, tta_changes=("abs_rel", "rmse")
+) -> dict:
+    """`mesa-hf evaluate` on an nyu_test10-style folder: the table, TTA, the CSV path and the model card."""
     plain_json = tmp_path / "plain.json"
     args = ["evaluate", str(checkpoint), "--data", str(data), "--batch-size", "5", "--no-progress"]
     assert main([*args, "--output-json", str(plain_json)]) == 0
     printed = capsys.readouterr().out
     assert "protocol=nyuv2 | crop=eigen (rows 45:471, cols 41:601 of 480x640) | valid=0.001<gt<10 m" in printed
-    assert "TTA=none" in printed and "images=10" in printed
+    assert "TTA=none" in printed and f"images={num}" in printed
     header = next(line for line in printed.splitlines() if "abs_rel" in line)
     assert header.split() == list(METRIC_NAMES)
     plain = json.loads(plain_json.read_text())
-    assert plain["num_images"] == 10 and len(plain["per_image"]) == 10
+    assert plain["num_images"] == num and len(plain["per_image"]) == num
     assert 0 < plain["metrics"]["rmse"] < 10 and 0 <= plain["metrics"]["d1"] <= 1
 
     tta_json = tmp_path / "tta.json"
@@ -130,7 +147,7 @@ def test_evaluate_nyu_test10_prints_table_and_tta_changes_numbers(checkpoint, sh
     assert "TTA=flip + sliding-window (2 x 480 px wide, overlap averaged)" in printed and "images=2" in printed
     tta = json.loads(tta_json.read_text())
     plain_first_two = {k: np.mean([m[k] for m in plain["per_image"][:2]]) for k in METRIC_NAMES}
-    for key in ("abs_rel", "rmse", "silog"):
+    for key in tta_changes:
         assert tta["metrics"][key] != pytest.approx(plain_first_two[key], rel=1e-4), key
 
     # the same images through mesa_hf.data's CSV loader (depth PNG in mm) score the same as the folder reader
@@ -160,9 +177,14 @@ def test_evaluate_nyu_test10_prints_table_and_tta_changes_numbers(checkpoint, sh
     rmse = next(r for r in results if r.metric_type == "rmse")
     assert rmse.dataset_type == "nyu_depth_v2" and rmse.metric_config == "nyuv2+tta:flip+sw480"
     assert rmse.metric_value == pytest.approx(tta["metrics"]["rmse"], abs=1e-6)
+    return plain
 
 
-def test_cka_writes_csv_and_png(tmp_path, small_images, capsys):
+def test_cka_writes_csv_and_png(tmp_path, capsys):
+    images = tmp_path / "rooms"  # eight photos of eight generated rooms: varied enough for CKA to see the change
+    images.mkdir()
+    for i in range(8):
+        Image.fromarray(synthetic_view(5, i, 64, 96, views_per_room=1)[0]).save(images / f"room_{i}.png")
     reference = tiny_depth_model(seed=0)
     changed = tiny_depth_model(seed=0)
     with torch.no_grad():  # "fine-tune" only the last stage: earlier layers keep CKA 1
@@ -174,7 +196,7 @@ def test_cka_writes_csv_and_png(tmp_path, small_images, capsys):
         paths.append(str(tmp_path / name))
     out = tmp_path / "cka"
     status = main(
-        ["cka", *paths, "--images", str(small_images), str(small_images), "--output-dir", str(out)]
+        ["cka", *paths, "--images", str(images), str(images), "--output-dir", str(out)]
         + ["--input-size", "64", "96", "--batch-size", "6", "--no-progress"]
     )
     assert status == 0
@@ -209,8 +231,13 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert status == 2 and "checkpoint folder not found" in capsys.readouterr().err
 
 
-def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data, tmp_path):
+def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(tmp_path):
     """evaluate_model == predictor + compute_depth_metrics by hand; list of dicts and datasets.Dataset agree."""
+    write_ibims_folder(tmp_path / "ibims1", height=48, width=64)  # rgb/*.png + depth/*.npy (1, 1, 48, 64) metres
+    check_evaluate_ibims_folder(tmp_path / "ibims1", tmp_path)
+
+
+def check_evaluate_ibims_folder(root: Path, tmp_path: Path) -> None:
     import datasets
 
     from mesa_hf.evaluation import compute_depth_metrics, get_protocol
@@ -218,13 +245,19 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
     from mesa_hf.evaluation.folder import open_depth_dataset
     from mesa_hf.evaluation.inference import resize_depth_bilinear
 
-    folder = open_depth_dataset(shared_data / "ibims1_partial2")  # rgb/*.png + depth/*.npy (1, 1, 480, 640) metres
+    folder = open_depth_dataset(root)  # rgb/*.png + depth/*.npy (1, 1, H, W) metres
     assert len(folder) == 2
     samples = [folder[i] for i in range(2)]
-    assert samples[0]["depth"].shape == (480, 640) and (samples[0]["depth"] == 0).any()
+    height, width = samples[0]["depth"].shape
+    assert (samples[0]["depth"] == 0).any() and np.load(sorted((root / "depth").glob("*.npy"))[0]).shape == (
+        1,
+        1,
+        height,
+        width,
+    )
     for sample in samples:  # an iBims-style extra mask: drop the left half
-        sample["mask"] = np.zeros((480, 640), dtype=bool)
-        sample["mask"][:, 320:] = True
+        sample["mask"] = np.zeros((height, width), dtype=bool)
+        sample["mask"][:, width // 2 :] = True
     model = tiny_depth_model(seed=0)
     processor = MeSaImageProcessor()
     result = evaluate_model(model, samples, "ibims1", image_processor=processor, batch_size=2, progress=False)
@@ -232,7 +265,7 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
 
     predictor = DepthPredictor(model, device="cpu")
     pixel_values = processor(images=[s["image"] for s in samples], return_tensors="pt")["pixel_values"]
-    depth = resize_depth_bilinear(predictor(pixel_values), (480, 640))
+    depth = resize_depth_bilinear(predictor(pixel_values), (height, width))
     by_hand = [
         compute_depth_metrics(depth[i], s["depth"], max_depth=10.0, crop=None, valid_mask=s["mask"])
         for i, s in enumerate(samples)
@@ -247,6 +280,14 @@ def test_evaluate_model_on_ibims_folder_list_and_datasets_with_mask(shared_data,
     assert from_datasets.metrics == pytest.approx(result.metrics, rel=1e-5)
     table.save_to_disk(str(tmp_path / "saved"))
     reloaded = open_depth_dataset(tmp_path / "saved")
-    assert isinstance(reloaded[0]["depth"], np.ndarray) and reloaded[0]["depth"].shape == (480, 640)
+    assert isinstance(reloaded[0]["depth"], np.ndarray) and reloaded[0]["depth"].shape == (height, width)
     from_disk = evaluate_model(model, reloaded, "ibims1", image_processor=processor, batch_size=2, progress=False)
     assert from_disk.metrics == pytest.approx(result.metrics, rel=1e-5)
+
+
+def test_real_photos_through_cli_and_pipeline(checkpoint, shared_data, tmp_path, capsys):
+    """Extra check on real photos (../shared/data): evaluate on nyu_test10, iBims-1 with a mask, the pipeline."""
+    changes = ("abs_rel", "rmse", "silog")
+    check_evaluate_nyu_folder(checkpoint, shared_data / "nyu_test10", 10, tmp_path, capsys, tta_changes=changes)
+    check_evaluate_ibims_folder(shared_data / "ibims1_partial2", tmp_path)
+    check_pipeline_on_photo(checkpoint, shared_data / "nyu_test10" / "image_0.png")

@@ -2,41 +2,35 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-import numpy as np
+import pytest
 import torch
-from PIL import Image
-from transformers import pipeline
 
 from mesa_hf import MeSaImageProcessor, save_for_sharing
 
-from .helpers import tiny_depth_model
+from .helpers import check_pipeline_on_photo, tiny_depth_model
+from .rgbd_fixtures import write_photo
 
 
-def test_pipeline_on_a_real_nyu_photo(tmp_path, shared_data):
-    model = tiny_depth_model()
-    model.save_pretrained(tmp_path)
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    """A generated 480x640 indoor photo (a render of the synthetic world), PNG."""
+    return write_photo(tmp_path_factory.mktemp("photo") / "room.png", 480, 640, seed=3)
+
+
+def test_pipeline_on_a_photo(tmp_path, photo):
+    tiny_depth_model().save_pretrained(tmp_path)
     MeSaImageProcessor().save_pretrained(tmp_path)
-    depth_estimator = pipeline("depth-estimation", model=str(tmp_path), device="cpu")
-    photo = shared_data / "nyu_test10" / "image_0.png"
-    result = depth_estimator(str(photo))
-    depth = result["predicted_depth"]
-    assert depth.shape == (480, 640) == Image.open(photo).size[::-1]
-    assert torch.isfinite(depth).all()
-    assert depth.min() > 0 and depth.max() <= model.config.max_depth
-    assert isinstance(result["depth"], Image.Image) and result["depth"].size == (640, 480)
-    assert np.asarray(result["depth"]).std() > 0
-    # a list of inputs gives a list of results
-    assert len(depth_estimator([str(photo), Image.open(photo)])) == 2
+    check_pipeline_on_photo(tmp_path, photo)
 
 
-def test_shared_checkpoint_loads_without_mesa_hf(tmp_path, shared_data):
+def test_shared_checkpoint_loads_without_mesa_hf(tmp_path, photo):
     model = tiny_depth_model()
     folder = save_for_sharing(model, MeSaImageProcessor(), tmp_path / "shared-checkpoint")
     names = set(os.listdir(folder))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_mesa.py"} <= names
     assert not any(name.startswith(".") for name in os.listdir(tmp_path)), "temporary folders left behind"
-    photo = shared_data / "nyu_test10" / "image_1.png"
     processor = MeSaImageProcessor()
     with torch.no_grad():
         expected = model(**processor(str(photo), return_tensors="pt")).predicted_depth
