@@ -31,7 +31,9 @@ standard library.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -394,6 +396,8 @@ class SdpaSwinv2Layer(Swinv2Layer):
     ) -> tuple[torch.Tensor, ...]:
         if output_attentions:
             return super().forward(hidden_states, input_dimensions, output_attentions=output_attentions)
+        if _TRACEABLE:
+            return (traceable_layer_forward(self, hidden_states, input_dimensions),)
         height, width = input_dimensions
         batch_size, _, channels = hidden_states.shape
         tokens = self.window_size * self.window_size
@@ -412,3 +416,119 @@ class SdpaSwinv2Layer(Swinv2Layer):
         layer_output = self.output(self.intermediate(hidden_states))
         layer_output = hidden_states + self.drop_path(self.layernorm_after(layer_output))
         return (layer_output,)
+
+
+# ------------------------------------------------------------------------------------------------ traceable path
+# For graph exporters (torch.onnx.export, torch.export): the same maths in plain tensor ops, with the window plan
+# built from Python integers (numpy) and no caches, custom autograd functions or data-dependent indexing. The eager
+# fused path above is untouched; `traceable_window_attention()` selects this one while it is open.
+
+_TRACEABLE = False
+
+
+@contextmanager
+def traceable_window_attention():
+    """While open, every `SdpaSwinv2Layer` runs `traceable_layer_forward` (exportable; outputs match the fused path)."""
+    global _TRACEABLE
+    previous, _TRACEABLE = _TRACEABLE, True
+    try:
+        yield
+    finally:
+        _TRACEABLE = previous
+
+
+def window_plan_arrays(height: int, width: int, window: int, shift: int) -> dict:
+    """The window plan of `_window_plan` for one image, as numpy arrays (batch-independent, built from ints).
+
+    Returns `gather` (num_windows*N,) token index of each window position (0 at padding), `valid` (num_windows*N,)
+    False at padding, `scatter` (H*W,) the window position of each token, `groups` / `group_ids` as `_window_plan`.
+    """
+    height_pad, width_pad = math.ceil(height / window) * window, math.ceil(width / window) * window
+    rows, cols = height_pad // window, width_pad // window
+    if shift > 0:
+        interior_r, interior_c = np.arange(rows - 1), np.arange(cols - 1)
+        last_r, last_c = np.array([rows - 1]), np.array([cols - 1])
+        group_windows = [(interior_r, interior_c), (interior_r, last_c), (last_r, interior_c), (last_r, last_c)]
+    else:
+        group_windows = [(np.arange(rows), np.arange(cols))]
+    inner = np.arange(window)
+    gathers, groups, group_ids = [], [], []
+    for group_id, (window_rows, window_cols) in enumerate(group_windows):
+        if len(window_rows) * len(window_cols) == 0:
+            continue
+        shape = (len(window_rows), len(window_cols), window, window)
+        y = np.broadcast_to(window_rows[:, None, None, None] * window + inner[None, None, :, None], shape)
+        x = np.broadcast_to(window_cols[None, :, None, None] * window + inner[None, None, None, :], shape)
+        y, x = (y + shift) % height_pad, (x + shift) % width_pad
+        gathers.append(np.where((y < height) & (x < width), y * width + x, -1).reshape(-1))
+        groups.append(len(window_rows) * len(window_cols))
+        group_ids.append(group_id)
+    gather = np.concatenate(gathers)
+    valid = gather >= 0
+    scatter = np.empty(height * width, dtype=np.int64)
+    scatter[gather[valid]] = np.nonzero(valid)[0]
+    return {
+        "gather": np.where(valid, gather, 0).astype(np.int64),
+        "valid": valid,
+        "scatter": scatter,
+        "groups": groups,
+        "group_ids": group_ids,
+    }
+
+
+def traceable_window_attention_forward(
+    attention: SdpaSwinv2SelfAttention, windows: torch.Tensor, groups: list[int], group_ids: list[int], shift: int
+) -> torch.Tensor:
+    """`SdpaSwinv2SelfAttention.window_attention` on (B, num_windows, N, C) windows, in plain matmul/softmax ops."""
+    batch, num_windows, tokens, channels = windows.shape
+    heads, head_size = attention.num_attention_heads, attention.attention_head_size
+    linears = (attention.query, attention.key, attention.value)
+    weight = torch.cat([linear.weight for linear in linears])
+    bias = None
+    if any(linear.bias is not None for linear in linears):
+        bias = torch.cat(
+            [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears]
+        )
+    qkv = F.linear(windows, weight, bias).view(batch, num_windows, tokens, 3, heads, head_size)
+    qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # (3, B, W, heads, N, d)
+    query, key, value = qkv[0], qkv[1], qkv[2]
+    logit_scale = torch.clamp(attention.logit_scale, max=LOGIT_SCALE_MAX).exp().view(heads, 1, 1)
+    query = query * (logit_scale / torch.linalg.vector_norm(query, dim=-1, keepdim=True).clamp_min(1e-12))
+    key = key / torch.linalg.vector_norm(key, dim=-1, keepdim=True).clamp_min(1e-12)
+    bias_table = attention.position_bias().to(query.dtype)
+    masks = [bias_table]
+    if shift > 0:
+        patterns = shift_mask_patterns(attention.window_size[0], shift, device=query.device).to(query.dtype)
+        masks = [bias_table + pattern for pattern in patterns]
+    outputs, start = [], 0
+    for count, group_id in zip(groups, group_ids):
+        part = slice(start, start + count)
+        scores = torch.matmul(query[:, part], key[:, part].transpose(-1, -2)) + masks[group_id if shift > 0 else 0]
+        outputs.append(torch.matmul(torch.softmax(scores, dim=-1), value[:, part]))
+        start += count
+    context = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+    return context.transpose(2, 3).reshape(batch, num_windows, tokens, channels)
+
+
+def traceable_layer_forward(
+    layer: SdpaSwinv2Layer, hidden_states: torch.Tensor, input_dimensions: tuple[int, int]
+) -> torch.Tensor:
+    """`SdpaSwinv2Layer.forward` (inference) in exportable ops: (B, H*W, C) -> (B, H*W, C); any batch size."""
+    height, width = (int(d) for d in input_dimensions)
+    batch, _, channels = hidden_states.shape
+    tokens = layer.window_size * layer.window_size
+    plan = window_plan_arrays(height, width, layer.window_size, layer.shift_size)
+    windows = hidden_states.index_select(1, torch.from_numpy(plan["gather"]).to(hidden_states.device))
+    if not plan["valid"].all():
+        valid = torch.from_numpy(plan["valid"].astype(np.float32)).to(hidden_states.device, hidden_states.dtype)
+        windows = windows * valid[None, :, None]
+    windows = windows.view(batch, -1, tokens, channels)
+    attention = layer.attention
+    context = traceable_window_attention_forward(
+        attention.self, windows, plan["groups"], plan["group_ids"], layer.shift_size
+    )
+    attention_output = attention.output(context, windows).reshape(batch, -1, channels)
+    attention_output = attention_output.index_select(1, torch.from_numpy(plan["scatter"]).to(hidden_states.device))
+    hidden_states = hidden_states + layer.drop_path(layer.layernorm_before(attention_output))
+    layer_output = layer.output(layer.intermediate(hidden_states))
+    return hidden_states + layer.drop_path(layer.layernorm_after(layer_output))

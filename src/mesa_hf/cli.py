@@ -243,6 +243,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outputs", nargs="+", choices=OUTPUT_KINDS, default=list(OUTPUT_KINDS))
     parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the colour PNG")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument(
+        "--backend",
+        choices=["pytorch", "onnx"],
+        default="pytorch",
+        help="onnx: --checkpoint is a `mesa-hf export` folder",
+    )
     _add_tta_arguments(parser)
     _add_dtype_argument(parser)
     _add_runtime_arguments(parser, batch_size=4)
@@ -254,6 +260,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from mesa_hf.evaluation.predict import predict_to_files
 
     intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
+    if args.backend == "onnx":
+        return _run_predict_onnx(args, intrinsics)
     model, processor = load_checkpoint(args.checkpoint)
     records = predict_to_files(
         model,
@@ -280,6 +288,27 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_predict_onnx(args: argparse.Namespace, intrinsics) -> int:
+    """`predict --backend onnx`: ONNX Runtime on a `mesa-hf export onnx` folder, the same output files."""
+    from mesa_hf.onnx import predict_to_files_onnx
+
+    if args.flip or args.sliding_window or args.dtype != "fp32" or args.input_size:
+        raise SystemExit("mesa-hf predict: error: --backend onnx runs the export as is (no TTA, --dtype, --input-size)")
+    records = predict_to_files_onnx(
+        args.checkpoint,
+        args.inputs,
+        args.output_dir,
+        args.batch_size,
+        intrinsics,
+        args.outputs,
+        args.cmap,
+        progress=not args.no_progress,
+    )
+    print(f"predicted {len(records)} images (ONNX Runtime, {args.checkpoint}) into {args.output_dir}")
+    (args.output_dir / "predictions.json").write_text(json.dumps(records, indent=2) + "\n")
+    return 0
+
+
 register_subcommand(
     "evaluate", "score a checkpoint on a depth dataset under a protocol", add_evaluate_arguments, run_evaluate
 )
@@ -292,6 +321,12 @@ from mesa_hf.convert import add_convert_arguments, run_convert  # noqa: E402
 
 register_subcommand(
     "convert", "convert a SimMIM Swin-V2 or MIM-Depth checkpoint to MeSa", add_convert_arguments, run_convert
+)
+
+from mesa_hf.onnx import add_export_arguments, run_export  # noqa: E402
+
+register_subcommand(
+    "export", "export a depth checkpoint (onnx: ONNX + ONNX Runtime check)", add_export_arguments, run_export
 )
 
 
