@@ -267,3 +267,23 @@ def test_onnx_runtime_matches_pytorch_on_real_photos(shared_data, tmp_path, heig
         sizes.add(photo.shape[:2])
         assert np.abs(depth - reference).max() <= TOLERANCE_M, path
     assert len(sizes) >= 2
+
+
+# ------------------------------------------------------------------------------------------------ pipeline speed
+
+
+def test_fused_attention_caches_survive_alternating_no_grad_and_inference_mode():
+    """transformers' pipelines run under no_grad; callers around them often use inference_mode: no rebuilds."""
+    model = tiny_depth_model()
+    attention = model.backbone.encoder.layers[0].blocks[0].attention.self
+    pixel_values = torch.randn(1, 3, HEIGHT, WIDTH)
+    with torch.no_grad():
+        first = model(pixel_values=pixel_values).predicted_depth
+    masks = attention._mesa_cache["group_masks"][1]
+    with torch.inference_mode():
+        inference = model(pixel_values=pixel_values).predicted_depth
+    with torch.no_grad():
+        again = model(pixel_values=pixel_values).predicted_depth
+    assert attention._mesa_cache["group_masks"][1] is masks  # not rebuilt after the inference-mode call
+    assert "group_masks/inference" in attention._mesa_cache
+    assert torch.equal(first, again) and torch.equal(first, inference)

@@ -106,6 +106,11 @@ def _cached(module: nn.Module, name: str, key: tuple, build):
     return value
 
 
+def _mode_name(name: str) -> str:
+    """Cache entry name per autograd mode (`name` outside inference mode, `name/inference` inside)."""
+    return f"{name}/inference" if torch.is_inference_mode_enabled() else name
+
+
 def shift_mask_patterns(window_size: int, shift_size: int, device=None) -> torch.Tensor:
     """The shift masks of the window groups of a shifted Swin layer, shape (4, N, N) with N = window_size**2.
 
@@ -318,8 +323,10 @@ class SdpaSwinv2SelfAttention(Swinv2SelfAttention):
         tensors = self._bias_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return build()
-        key = (_tensor_versions(tensors), shift_size, dtype, str(device), torch.is_inference_mode_enabled())
-        return _cached(self, "group_masks", key, build)
+        key = (_tensor_versions(tensors), shift_size, dtype, str(device))
+        # one entry per mode: inference-mode tensors cannot serve autograd, and callers that alternate
+        # torch.no_grad (transformers' pipelines) with torch.inference_mode must not rebuild the masks every call
+        return _cached(self, _mode_name("group_masks"), key, build)
 
     def qkv_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The query, key and value projections as one (3C, C) weight and (3C,) bias."""
@@ -338,8 +345,8 @@ class SdpaSwinv2SelfAttention(Swinv2SelfAttention):
         tensors = [t for linear in linears for t in (linear.weight, linear.bias) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return build()
-        key = (_tensor_versions(tensors), torch.is_inference_mode_enabled())
-        return _cached(self, "qkv", key, build)
+        key = _tensor_versions(tensors)
+        return _cached(self, _mode_name("qkv"), key, build)
 
     def window_attention(self, windows: torch.Tensor, groups: list[int], group_ids: list[int], shift_size: int):
         """Attention within each window.
