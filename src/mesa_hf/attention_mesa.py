@@ -348,13 +348,21 @@ class SdpaSwinv2SelfAttention(Swinv2SelfAttention):
         key = _tensor_versions(tensors)
         return _cached(self, _mode_name("qkv"), key, build)
 
-    def window_attention(self, windows: torch.Tensor, groups: list[int], group_ids: list[int], shift_size: int):
+    def window_attention(
+        self,
+        windows: torch.Tensor,
+        groups: list[int],
+        group_ids: list[int],
+        shift_size: int,
+        query_rows: list | None = None,
+    ):
         """Attention within each window.
 
         Args:
             windows: (num_windows, N, C) tokens, windows of the same mask group consecutive.
             groups: number of windows in each group, in order; `group_ids`: each group's pattern index
                 (see `shift_mask_patterns`; ignored when `shift_size` is 0).
+            query_rows: per group, None or the `padded_query_subsets` of its windows (padded queries skipped).
         Returns:
             (num_windows, N, C) context before the output projection.
         """
@@ -374,10 +382,14 @@ class SdpaSwinv2SelfAttention(Swinv2SelfAttention):
         masks = self.group_masks(shift_size, query.dtype, query.device)
         dropout = self.dropout.p if self.training else 0.0
         outputs, start = [], 0
-        for count, group_id in zip(groups, group_ids):
+        for index, (count, group_id) in enumerate(zip(groups, group_ids)):
             part = slice(start, start + count)
             mask = masks[group_id if shift_size > 0 else 0]
-            outputs.append(_attend(query[part], key[part], value[part], mask, dropout))
+            subsets = query_rows[index] if query_rows is not None else None
+            if subsets is not None:
+                outputs.append(_attend_valid_queries(query[part], key[part], value[part], mask, dropout, subsets))
+            else:
+                outputs.append(_attend(query[part], key[part], value[part], mask, dropout))
             start += count
         context = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return context.transpose(1, 2).reshape(num_windows, tokens, channels)
@@ -390,7 +402,7 @@ class SdpaSwinv2Layer(Swinv2Layer):
         key = (batch, height, width, str(device))
         return _cached(
             self,
-            "plan",
+            _mode_name("plan"),  # inference-mode index tensors cannot be saved for a later backward
             key,
             lambda: _window_plan(batch, height, width, self.window_size, self.shift_size, device),
         )
@@ -412,17 +424,108 @@ class SdpaSwinv2Layer(Swinv2Layer):
         flat = hidden_states.reshape(batch_size * height * width, channels)
         windows = _Reindex.apply(flat, plan["gather"], plan["scatter"], plan["pad"], None).view(-1, tokens, channels)
         attention = self.attention
-        context = attention.self.window_attention(windows, plan["groups"], plan["group_ids"], self.shift_size)
-        attention_output = attention.output(context, windows)
-        attention_output = _Reindex.apply(
-            attention_output.reshape(-1, channels), plan["scatter"], plan["gather"], None, plan["pad"]
+        context = attention.self.window_attention(
+            windows, plan["groups"], plan["group_ids"], self.shift_size, padded_query_subsets(plan, tokens)
         )
+        if _SKIP_PADDED_QUERIES:  # crop first, then project: padded rows are neither projected nor read
+            context = _Reindex.apply(context.reshape(-1, channels), plan["scatter"], plan["gather"], None, plan["pad"])
+            attention_output = attention.output(context, None)
+        else:
+            attention_output = attention.output(context, windows)
+            attention_output = _Reindex.apply(
+                attention_output.reshape(-1, channels), plan["scatter"], plan["gather"], None, plan["pad"]
+            )
         attention_output = attention_output.view(batch_size, height * width, channels)
 
         hidden_states = hidden_states + self.drop_path(self.layernorm_before(attention_output))
         layer_output = self.output(self.intermediate(hidden_states))
         layer_output = hidden_states + self.drop_path(self.layernorm_after(layer_output))
         return (layer_output,)
+
+
+# ------------------------------------------------------------------------------------------------ padded queries
+# Windows that reach past the image's right or bottom edge hold zero padding tokens. Stock Swin-V2 attends from and
+# to them; their keys change the real tokens' outputs (they stay), but their query rows are cropped away after the
+# attention: those rows are skipped (e.g. stages 3-4 at 480x640, window 30: a third of the attention rows).
+
+_SKIP_PADDED_QUERIES = True
+# Groups with fewer padded query rows than this fraction run whole (stages 1-2 at 480x640, window 30: 11 %).
+_MIN_PADDED_FRACTION = 0.25
+
+
+@contextmanager
+def padded_query_skipping(enabled: bool):
+    """Turn the skipping of padded query rows on or off while the context is open (for comparisons; default on)."""
+    global _SKIP_PADDED_QUERIES
+    previous, _SKIP_PADDED_QUERIES = _SKIP_PADDED_QUERIES, enabled
+    try:
+        yield
+    finally:
+        _SKIP_PADDED_QUERIES = previous
+
+
+def padded_query_subsets(plan: dict, tokens: int) -> list | None:
+    """Per window group of `plan`: None (no padded query) or [(window indices, valid rows or None), ...].
+
+    Windows of a group are split by their pattern of valid positions; `valid rows` is None for fully valid windows.
+    Computed once per plan (the plan is cached per input shape).
+    """
+    if not _SKIP_PADDED_QUERIES or plan["pad"] is None:
+        return None
+    if "query_subsets" not in plan:
+        device = plan["gather"].device
+        valid = np.ones(sum(plan["groups"]) * tokens, dtype=bool)
+        valid[plan["pad"].cpu().numpy()] = False
+        valid = valid.reshape(-1, tokens)
+        subsets, start = [], 0
+        for count in plan["groups"]:
+            group = valid[start : start + count]
+            start += count
+            if 1.0 - group.mean() < _MIN_PADDED_FRACTION:  # the gathers would cost more than the rows saved
+                subsets.append(None)
+                continue
+            patterns, inverse = np.unique(group, axis=0, return_inverse=True)
+            entries = []
+            for number, pattern in enumerate(patterns):
+                indices = np.nonzero(inverse.reshape(-1) == number)[0]
+                if indices[-1] - indices[0] + 1 == len(indices):  # consecutive windows: a view, no copy
+                    windows = slice(int(indices[0]), int(indices[-1]) + 1)
+                else:
+                    windows = torch.from_numpy(indices).to(device)
+                rows = None if pattern.all() else torch.from_numpy(np.nonzero(pattern)[0]).to(device)
+                entries.append((windows, rows))
+            subsets.append(entries)
+        plan["query_subsets"] = subsets
+    return plan["query_subsets"]
+
+
+def _attend_valid_queries(query, key, value, mask, dropout: float, subsets: list) -> torch.Tensor:
+    """`_attend` for (W, heads, N, d) windows computing only the valid query rows.
+
+    Padded rows are left uninitialised: the layer crops them before anything reads them (forward or backward).
+    """
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, mask))
+    if needs_grad and dropout == 0.0 and query.device.type == "cpu" and _flash_cpu is not None:
+        return _attend(query, key, value, mask, dropout)  # the custom CPU backward takes square masks only
+    output = torch.empty_like(query)
+    for windows, rows in subsets:
+        contiguous = isinstance(windows, slice)
+        if contiguous:
+            q, k, v = query[windows], key[windows], value[windows]
+        else:
+            q, k, v = query.index_select(0, windows), key.index_select(0, windows), value.index_select(0, windows)
+        if rows is None:
+            part = _attend(q, k, v, mask, dropout)
+        else:
+            part = _attend(q.index_select(2, rows), k, v, mask.index_select(1, rows), dropout)
+        if contiguous and rows is None:
+            output[windows].copy_(part)
+        elif contiguous:
+            output[windows].index_copy_(2, rows, part)
+        else:
+            full = part if rows is None else torch.empty_like(q).index_copy_(2, rows, part)
+            output.index_copy_(0, windows, full)
+    return output
 
 
 # ------------------------------------------------------------------------------------------------ traceable path
