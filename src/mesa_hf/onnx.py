@@ -408,6 +408,12 @@ def export_onnx(
     if get_window_attention(model) != "sdpa":
         set_window_attention(model, "sdpa")  # same parameters; the traceable path lives in the fused classes
     mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+    trained_size = (processor.size.get("height"), processor.size.get("width"))
+    if trained_size != (height, width):
+        log(
+            f"note: the checkpoint's image processor resizes to {trained_size[0]}x{trained_size[1]}; `mesa-hf predict "
+            f"--backend pytorch --input-size {height} {width}` gives what this {height}x{width} export gives"
+        )
     inputs = [letterbox(photo, height, width, mean, std) for photo in photos]
     pixel_values = np.stack([values for values, _ in inputs])
 
