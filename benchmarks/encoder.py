@@ -36,7 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DPTConfig, DPTForDepthEstimation, Swinv2Backbone, Swinv2Config
 
-from mesa_hf.attention_mesa import set_window_attention
+from mesa_hf.attention_mesa import padded_query_skipping, set_window_attention
 
 TINY = {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]}
 OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
@@ -267,6 +267,37 @@ def full_model_section(args, device: torch.device, dtype: torch.dtype, rates: li
         )
 
 
+def padded_query_section(args, device: torch.device, dtype: torch.dtype) -> None:
+    """Fused attention with padded query rows skipped (default) vs computed (the previous path), same weights.
+
+    480x640, window 30, forward (eval, inference mode), batch 1 and 4: the calls alternate, medians reported.
+    """
+    shape, setting = SETTINGS["480x640 w30"]
+    torch.manual_seed(0)
+    model = Swinv2Backbone(swin_config(setting)).eval().to(device, dtype)
+    set_window_attention(model, "sdpa")
+    print("\n## Padded query rows (stages 3-4 at 480x640, window 30): skipped vs computed, fused attention\n")
+    print("| setting | batch | computed s | skipped s | speed-up | max abs diff |")
+    print("|---|---|---|---|---|---|")
+    for batch in (1,) if args.quick else (1, 4):
+        pixel_values = torch.randn(batch, 3, *shape, device=device, dtype=dtype)
+
+        def run(skip: bool, pixel_values=pixel_values):
+            with torch.inference_mode(), padded_query_skipping(skip):
+                return model(pixel_values).feature_maps
+
+        outputs = {skip: run(skip) for skip in (False, True)}  # warm-up (plans, caches)
+        difference = max((a - b).abs().max().item() for a, b in zip(outputs[False], outputs[True], strict=True))
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeats):
+            for skip in (False, True):
+                times[skip].append(timed(lambda skip=skip: run(skip), device))
+        computed, skipped = statistics.median(times[False]), statistics.median(times[True])
+        print(
+            f"| 480x640 w30 | {batch} | {computed:.3f} | {skipped:.3f} | {computed / skipped:.2f}x | {difference:.1e} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -279,6 +310,9 @@ def main() -> None:
     parser.add_argument("--skip-full-model", action="store_true")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated subset of {list(SETTINGS)}")
     parser.add_argument("--passes", default="forward,fwd+bwd", help="comma-separated subset of forward,fwd+bwd")
+    parser.add_argument(
+        "--padded-queries", action="store_true", help="only: padded query rows skipped vs computed (480x640 w30)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats = min(args.repeats, 2)
@@ -288,6 +322,10 @@ def main() -> None:
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    if args.padded_queries:
+        print(f"# Swin-V2 encoder, padded query rows ({name}, {dtype}, torch {torch.__version__})")
+        padded_query_section(args, device, dtype)
+        return
     print(f"# Swin-V2 encoder: stock vs sdpa window attention ({name}, {dtype}, torch {torch.__version__})\n")
     rates: list[float] = []
     rows = []

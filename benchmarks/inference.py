@@ -10,6 +10,13 @@ bare forward (image decoding, preprocessing and post-processing) is measured on 
 
     python benchmarks/inference.py            # full table (several minutes on 2 CPU cores)
     python benchmarks/inference.py --quick    # batch 1 only, one timed repeat
+    python benchmarks/inference.py --deploy   # CPU deployment table only (+ pipeline overhead)
+
+The deployment table (2 threads, fp32 unless noted, batch 1 and 4, 480x640): MeSa `tiny` in PyTorch with the stock
+(eager) and the fused window attention, exported to ONNX (`mesa_hf.onnx.export_onnx`) and run by ONNX Runtime in fp32
+and with dynamic int8 weights; DPT-SwinV2 with MeSa's backbone configuration at 480x640, and DPT-SwinV2 at its
+published configuration (Intel/dpt-swinv2-tiny-256: Swin-V2-T, window 16, 256x256 input; random weights, config only).
+Ratios are latencies over PyTorch fused fp32 at the same batch, measured in the same run.
 """
 
 from __future__ import annotations
@@ -141,6 +148,115 @@ def measure_pipeline_overhead(repeats: int, device: str) -> dict:
     return {"bare_s": statistics.median(bare), "pipeline_s": statistics.median(full)}
 
 
+DEPLOY_ROWS = ("pytorch-eager", "pytorch-fused", "ort-fp32", "ort-int8", "dpt-swinv2", "dpt-swinv2-256")
+
+
+def build_dpt_published() -> torch.nn.Module:
+    """DPT-SwinV2 at Intel/dpt-swinv2-tiny-256's configuration (Swin-V2-T, window 16, 256x256), random weights."""
+    from transformers import DPTConfig, DPTForDepthEstimation, Swinv2Config
+
+    backbone = Swinv2Config(
+        image_size=256,
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=16,
+        pretrained_window_sizes=[0, 0, 0, 0],
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = DPTConfig(backbone_config=backbone, neck_hidden_sizes=[96, 192, 384, 768], reassemble_factors=[1, 1, 1, 1])
+    return DPTForDepthEstimation(config)
+
+
+def export_for_deploy(folder: str) -> None:
+    """MeSa `tiny` (random weights, seed 0) exported to ONNX at 480x640 with a dynamic batch axis, fp32 and int8."""
+    from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaImageProcessor
+    from mesa_hf.onnx import export_onnx
+
+    torch.manual_seed(0)
+    checkpoint = Path(folder) / "checkpoint"
+    MeSaForDepthEstimation(MeSaConfig.from_preset("tiny")).save_pretrained(checkpoint)
+    MeSaImageProcessor().save_pretrained(checkpoint)
+    export_onnx(
+        checkpoint, Path(folder) / "export", HEIGHT, WIDTH, dynamic_batch=True, quantize="int8", log=lambda _: None
+    )
+
+
+def measure_deploy(row: str, batch: int, repeats: int, threads: int, export_dir: str) -> dict:
+    """Median latency (s) of one deployment row at `threads` threads."""
+    torch.set_num_threads(threads)
+    height, width = (256, 256) if row == "dpt-swinv2-256" else (HEIGHT, WIDTH)
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(batch, 3, height, width, generator=generator)
+    options = ""
+    if row.startswith("ort"):
+        from mesa_hf.onnx import OnnxDepthEstimator
+
+        model_file = "model_int8.onnx" if row == "ort-int8" else "model.onnx"
+        estimator = OnnxDepthEstimator(Path(export_dir) / "export", model_file=model_file, threads=threads)
+        options = estimator.describe_session()
+        array = pixel_values.numpy()
+
+        def forward():
+            return estimator.forward(array)
+
+    else:
+        from mesa_hf import MeSaConfig, MeSaForDepthEstimation
+        from mesa_hf.attention_mesa import set_window_attention
+
+        torch.manual_seed(0)
+        if row.startswith("pytorch"):
+            model = MeSaForDepthEstimation(MeSaConfig.from_preset("tiny")).eval()
+            set_window_attention(model.backbone, "eager" if row == "pytorch-eager" else "sdpa")
+        else:
+            model = (build_dpt_published() if row == "dpt-swinv2-256" else build_model("dpt-swinv2")).eval()
+
+        def forward():
+            with torch.inference_mode():
+                return model(pixel_values=pixel_values).predicted_depth
+
+    forward()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - start)
+    return {
+        "row": row,
+        "batch": batch,
+        "latency_s": statistics.median(times),
+        "size": f"{height}x{width}",
+        "options": options,
+    }
+
+
+def run_deploy(repeats: int, threads: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        print(f"  exporting MeSa tiny to ONNX (fp32 + int8) in {folder}", file=sys.stderr)
+        _run_isolated(["export", folder])
+        rows = []
+        for batch in (1, 4):
+            for row in DEPLOY_ROWS:
+                count = repeats if batch == 1 else max(1, repeats - 1)
+                rows.append(_run_isolated(["deploy", row, str(batch), str(count), str(threads), folder]))
+                print(f"  measured {row} batch {batch}: {rows[-1]['latency_s']:.3f} s", file=sys.stderr)
+    options = sorted({r["options"] for r in rows if r["options"]})
+    print(
+        f"deployment on CPU, {threads} threads (torch.set_num_threads / ORT intra_op_num_threads); median of "
+        f"{repeats} (batch 1) / {max(1, repeats - 1)} (batch 4) timed calls after a warm-up"
+    )
+    for line in options:
+        print(f"ONNX Runtime session: {line}")
+    fused = {r["batch"]: r["latency_s"] for r in rows if r["row"] == "pytorch-fused"}
+    print("| row | input | batch | latency (s) | images/s | latency / PyTorch fused fp32 |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['row']} | {r['size']} | {r['batch']} | {r['latency_s']:.3f} | {r['batch'] / r['latency_s']:.2f} | "
+            f"{r['latency_s'] / fused[r['batch']]:.2f} |"
+        )
+
+
 def _run_isolated(args: list[str]) -> dict:
     """Run one measurement in a fresh process so peak-memory readings do not leak between configurations."""
     completed = subprocess.run(
@@ -156,6 +272,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1 only, one timed repeat")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--deploy", action="store_true", help="only the CPU deployment table and pipeline overhead")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the deployment table")
     parser.add_argument("--_worker", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -163,14 +281,23 @@ def main() -> None:
         kind, *rest = args._worker
         if kind == "pipeline":
             result = measure_pipeline_overhead(int(rest[0]), rest[1])
+        elif kind == "export":
+            export_for_deploy(rest[0])
+            result = {}
+        elif kind == "deploy":
+            result = measure_deploy(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         else:
             name, batch, dtype, repeats, device = kind, int(rest[0]), rest[1], int(rest[2]), rest[3]
             result = measure(name, batch, dtype, repeats, device)
         print(json.dumps(result))
         return
 
-    batches = (1,) if args.quick else (1, 8)
     repeats = args.repeats or (1 if args.quick else 3)
+    if args.deploy:
+        run_deploy(repeats, args.threads)
+        print_pipeline_overhead(repeats, args.device)
+        return
+    batches = (1,) if args.quick else (1, 8)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"device {args.device}, threads {torch.get_num_threads()}; input {HEIGHT}x{WIDTH}; median of {repeats}"
@@ -192,7 +319,12 @@ def main() -> None:
             f"| {r['model']} | {r['params_m']:.1f} | {r['batch']} | {r['dtype']} | {r['latency_s']:.3f} | "
             f"{r['batch'] / r['latency_s']:.2f} | {r['peak_mib']:.0f} | {ratio:.2f} |"
         )
-    overhead = _run_isolated(["pipeline", str(repeats), args.device])
+    run_deploy(repeats, args.threads)
+    print_pipeline_overhead(repeats, args.device)
+
+
+def print_pipeline_overhead(repeats: int, device: str) -> None:
+    overhead = _run_isolated(["pipeline", str(repeats), device])
     print(
         f"pipeline('depth-estimation') on a 480x640 photo: {overhead['pipeline_s']:.3f} s vs bare forward "
         f"{overhead['bare_s']:.3f} s -> overhead {overhead['pipeline_s'] - overhead['bare_s']:.3f} s "

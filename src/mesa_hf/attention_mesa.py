@@ -34,7 +34,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,6 +108,11 @@ def _cached(module: nn.Module, name: str, key: tuple, build):
     value = build()
     cache[name] = (key, value)
     return value
+
+
+def _mode_name(name: str) -> str:
+    """Cache entry name per autograd mode (`name` outside inference mode, `name/inference` inside)."""
+    return f"{name}/inference" if torch.is_inference_mode_enabled() else name
 
 
 def shift_mask_patterns(window_size: int, shift_size: int, device=None) -> torch.Tensor:
@@ -380,8 +387,10 @@ class SdpaSwinv2SelfAttention(Float32Swinv2SelfAttention):
         tensors = self._bias_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return build()
-        key = (_tensor_versions(tensors), shift_size, dtype, str(device), torch.is_inference_mode_enabled())
-        return _cached(self, "group_masks", key, build)
+        key = (_tensor_versions(tensors), shift_size, dtype, str(device))
+        # one entry per mode: inference-mode tensors cannot serve autograd, and callers that alternate
+        # torch.no_grad (transformers' pipelines) with torch.inference_mode must not rebuild the masks every call
+        return _cached(self, _mode_name("group_masks"), key, build)
 
     def qkv_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The query, key and value projections as one (3C, C) weight and (3C,) bias."""
@@ -400,17 +409,25 @@ class SdpaSwinv2SelfAttention(Float32Swinv2SelfAttention):
         tensors = [t for linear in linears for t in (linear.weight, linear.bias) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return build()
-        key = (_tensor_versions(tensors), torch.is_inference_mode_enabled())
-        return _cached(self, "qkv", key, build)
+        key = _tensor_versions(tensors)
+        return _cached(self, _mode_name("qkv"), key, build)
 
     @cosine_attention_in_float32
-    def window_attention(self, windows: torch.Tensor, groups: list[int], group_ids: list[int], shift_size: int):
+    def window_attention(
+        self,
+        windows: torch.Tensor,
+        groups: list[int],
+        group_ids: list[int],
+        shift_size: int,
+        query_rows: list | None = None,
+    ):
         """Attention within each window.
 
         Args:
             windows: (num_windows, N, C) tokens, windows of the same mask group consecutive.
             groups: number of windows in each group, in order; `group_ids`: each group's pattern index
                 (see `shift_mask_patterns`; ignored when `shift_size` is 0).
+            query_rows: per group, None or the `padded_query_subsets` of its windows (padded queries skipped).
         Returns:
             (num_windows, N, C) context before the output projection.
         """
@@ -430,10 +447,14 @@ class SdpaSwinv2SelfAttention(Float32Swinv2SelfAttention):
         masks = self.group_masks(shift_size, query.dtype, query.device)
         dropout = self.dropout.p if self.training else 0.0
         outputs, start = [], 0
-        for count, group_id in zip(groups, group_ids):
+        for index, (count, group_id) in enumerate(zip(groups, group_ids)):
             part = slice(start, start + count)
             mask = masks[group_id if shift_size > 0 else 0]
-            outputs.append(_attend(query[part], key[part], value[part], mask, dropout))
+            subsets = query_rows[index] if query_rows is not None else None
+            if subsets is not None:
+                outputs.append(_attend_valid_queries(query[part], key[part], value[part], mask, dropout, subsets))
+            else:
+                outputs.append(_attend(query[part], key[part], value[part], mask, dropout))
             start += count
         context = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return context.transpose(1, 2).reshape(num_windows, tokens, channels)
@@ -446,7 +467,7 @@ class SdpaSwinv2Layer(Swinv2Layer):
         key = (batch, height, width, str(device))
         return _cached(
             self,
-            "plan",
+            _mode_name("plan"),  # inference-mode index tensors cannot be saved for a later backward
             key,
             lambda: _window_plan(batch, height, width, self.window_size, self.shift_size, device),
         )
@@ -459,6 +480,8 @@ class SdpaSwinv2Layer(Swinv2Layer):
     ) -> tuple[torch.Tensor, ...]:
         if output_attentions:
             return super().forward(hidden_states, input_dimensions, output_attentions=output_attentions)
+        if _TRACEABLE:
+            return (traceable_layer_forward(self, hidden_states, input_dimensions),)
         height, width = input_dimensions
         batch_size, _, channels = hidden_states.shape
         tokens = self.window_size * self.window_size
@@ -466,14 +489,221 @@ class SdpaSwinv2Layer(Swinv2Layer):
         flat = hidden_states.reshape(batch_size * height * width, channels)
         windows = _Reindex.apply(flat, plan["gather"], plan["scatter"], plan["pad"], None).view(-1, tokens, channels)
         attention = self.attention
-        context = attention.self.window_attention(windows, plan["groups"], plan["group_ids"], self.shift_size)
-        attention_output = attention.output(context, windows)
-        attention_output = _Reindex.apply(
-            attention_output.reshape(-1, channels), plan["scatter"], plan["gather"], None, plan["pad"]
+        context = attention.self.window_attention(
+            windows, plan["groups"], plan["group_ids"], self.shift_size, padded_query_subsets(plan, tokens)
         )
+        if _SKIP_PADDED_QUERIES:  # crop first, then project: padded rows are neither projected nor read
+            context = _Reindex.apply(context.reshape(-1, channels), plan["scatter"], plan["gather"], None, plan["pad"])
+            attention_output = attention.output(context, None)
+        else:
+            attention_output = attention.output(context, windows)
+            attention_output = _Reindex.apply(
+                attention_output.reshape(-1, channels), plan["scatter"], plan["gather"], None, plan["pad"]
+            )
         attention_output = attention_output.view(batch_size, height * width, channels)
 
         hidden_states = hidden_states + self.drop_path(self.layernorm_before(attention_output))
         layer_output = self.output(self.intermediate(hidden_states))
         layer_output = hidden_states + self.drop_path(self.layernorm_after(layer_output))
         return (layer_output,)
+
+
+# ------------------------------------------------------------------------------------------------ padded queries
+# Windows that reach past the image's right or bottom edge hold zero padding tokens. Stock Swin-V2 attends from and
+# to them; their keys change the real tokens' outputs (they stay), but their query rows are cropped away after the
+# attention: those rows are skipped (e.g. stages 3-4 at 480x640, window 30: a third of the attention rows).
+
+_SKIP_PADDED_QUERIES = True
+# Groups with fewer padded query rows than this fraction run whole (stages 1-2 at 480x640, window 30: 11 %).
+_MIN_PADDED_FRACTION = 0.25
+
+
+@contextmanager
+def padded_query_skipping(enabled: bool):
+    """Turn the skipping of padded query rows on or off while the context is open (for comparisons; default on)."""
+    global _SKIP_PADDED_QUERIES
+    previous, _SKIP_PADDED_QUERIES = _SKIP_PADDED_QUERIES, enabled
+    try:
+        yield
+    finally:
+        _SKIP_PADDED_QUERIES = previous
+
+
+def padded_query_subsets(plan: dict, tokens: int) -> list | None:
+    """Per window group of `plan`: None (no padded query) or [(window indices, valid rows or None), ...].
+
+    Windows of a group are split by their pattern of valid positions; `valid rows` is None for fully valid windows.
+    Computed once per plan (the plan is cached per input shape).
+    """
+    if not _SKIP_PADDED_QUERIES or plan["pad"] is None:
+        return None
+    if "query_subsets" not in plan:
+        device = plan["gather"].device
+        valid = np.ones(sum(plan["groups"]) * tokens, dtype=bool)
+        valid[plan["pad"].cpu().numpy()] = False
+        valid = valid.reshape(-1, tokens)
+        subsets, start = [], 0
+        for count in plan["groups"]:
+            group = valid[start : start + count]
+            start += count
+            if 1.0 - group.mean() < _MIN_PADDED_FRACTION:  # the gathers would cost more than the rows saved
+                subsets.append(None)
+                continue
+            patterns, inverse = np.unique(group, axis=0, return_inverse=True)
+            entries = []
+            for number, pattern in enumerate(patterns):
+                indices = np.nonzero(inverse.reshape(-1) == number)[0]
+                if indices[-1] - indices[0] + 1 == len(indices):  # consecutive windows: a view, no copy
+                    windows = slice(int(indices[0]), int(indices[-1]) + 1)
+                else:
+                    windows = torch.from_numpy(indices).to(device)
+                rows = None if pattern.all() else torch.from_numpy(np.nonzero(pattern)[0]).to(device)
+                entries.append((windows, rows))
+            subsets.append(entries)
+        plan["query_subsets"] = subsets
+    return plan["query_subsets"]
+
+
+def _attend_valid_queries(query, key, value, mask, dropout: float, subsets: list) -> torch.Tensor:
+    """`_attend` for (W, heads, N, d) windows computing only the valid query rows.
+
+    Padded rows are left uninitialised: the layer crops them before anything reads them (forward or backward).
+    """
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, mask))
+    if needs_grad and dropout == 0.0 and query.device.type == "cpu" and _flash_cpu is not None:
+        return _attend(query, key, value, mask, dropout)  # the custom CPU backward takes square masks only
+    output = torch.empty_like(query)
+    for windows, rows in subsets:
+        contiguous = isinstance(windows, slice)
+        if contiguous:
+            q, k, v = query[windows], key[windows], value[windows]
+        else:
+            q, k, v = query.index_select(0, windows), key.index_select(0, windows), value.index_select(0, windows)
+        if rows is None:
+            part = _attend(q, k, v, mask, dropout)
+        else:
+            part = _attend(q.index_select(2, rows), k, v, mask.index_select(1, rows), dropout)
+        if contiguous and rows is None:
+            output[windows].copy_(part)
+        elif contiguous:
+            output[windows].index_copy_(2, rows, part)
+        else:
+            full = part if rows is None else torch.empty_like(q).index_copy_(2, rows, part)
+            output.index_copy_(0, windows, full)
+    return output
+
+
+# ------------------------------------------------------------------------------------------------ traceable path
+# For graph exporters (torch.onnx.export, torch.export): the same maths in plain tensor ops, with the window plan
+# built from Python integers (numpy) and no caches, custom autograd functions or data-dependent indexing. The eager
+# fused path above is untouched; `traceable_window_attention()` selects this one while it is open.
+
+_TRACEABLE = False
+
+
+@contextmanager
+def traceable_window_attention():
+    """While open, every `SdpaSwinv2Layer` runs `traceable_layer_forward` (exportable; outputs match the fused path)."""
+    global _TRACEABLE
+    previous, _TRACEABLE = _TRACEABLE, True
+    try:
+        yield
+    finally:
+        _TRACEABLE = previous
+
+
+def window_plan_arrays(height: int, width: int, window: int, shift: int) -> dict:
+    """The window plan of `_window_plan` for one image, as numpy arrays (batch-independent, built from ints).
+
+    Returns `gather` (num_windows*N,) token index of each window position (0 at padding), `valid` (num_windows*N,)
+    False at padding, `scatter` (H*W,) the window position of each token, `groups` / `group_ids` as `_window_plan`.
+    """
+    height_pad, width_pad = math.ceil(height / window) * window, math.ceil(width / window) * window
+    rows, cols = height_pad // window, width_pad // window
+    if shift > 0:
+        interior_r, interior_c = np.arange(rows - 1), np.arange(cols - 1)
+        last_r, last_c = np.array([rows - 1]), np.array([cols - 1])
+        group_windows = [(interior_r, interior_c), (interior_r, last_c), (last_r, interior_c), (last_r, last_c)]
+    else:
+        group_windows = [(np.arange(rows), np.arange(cols))]
+    inner = np.arange(window)
+    gathers, groups, group_ids = [], [], []
+    for group_id, (window_rows, window_cols) in enumerate(group_windows):
+        if len(window_rows) * len(window_cols) == 0:
+            continue
+        shape = (len(window_rows), len(window_cols), window, window)
+        y = np.broadcast_to(window_rows[:, None, None, None] * window + inner[None, None, :, None], shape)
+        x = np.broadcast_to(window_cols[None, :, None, None] * window + inner[None, None, None, :], shape)
+        y, x = (y + shift) % height_pad, (x + shift) % width_pad
+        gathers.append(np.where((y < height) & (x < width), y * width + x, -1).reshape(-1))
+        groups.append(len(window_rows) * len(window_cols))
+        group_ids.append(group_id)
+    gather = np.concatenate(gathers)
+    valid = gather >= 0
+    scatter = np.empty(height * width, dtype=np.int64)
+    scatter[gather[valid]] = np.nonzero(valid)[0]
+    return {
+        "gather": np.where(valid, gather, 0).astype(np.int64),
+        "valid": valid,
+        "scatter": scatter,
+        "groups": groups,
+        "group_ids": group_ids,
+    }
+
+
+def traceable_window_attention_forward(
+    attention: SdpaSwinv2SelfAttention, windows: torch.Tensor, groups: list[int], group_ids: list[int], shift: int
+) -> torch.Tensor:
+    """`SdpaSwinv2SelfAttention.window_attention` on (B, num_windows, N, C) windows, in plain matmul/softmax ops."""
+    batch, num_windows, tokens, channels = windows.shape
+    heads, head_size = attention.num_attention_heads, attention.attention_head_size
+    linears = (attention.query, attention.key, attention.value)
+    weight = torch.cat([linear.weight for linear in linears])
+    bias = None
+    if any(linear.bias is not None for linear in linears):
+        bias = torch.cat(
+            [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears]
+        )
+    qkv = F.linear(windows, weight, bias).view(batch, num_windows, tokens, 3, heads, head_size)
+    qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # (3, B, W, heads, N, d)
+    query, key, value = qkv[0], qkv[1], qkv[2]
+    logit_scale = torch.clamp(attention.logit_scale, max=LOGIT_SCALE_MAX).exp().view(heads, 1, 1)
+    query = query * (logit_scale / torch.linalg.vector_norm(query, dim=-1, keepdim=True).clamp_min(1e-12))
+    key = key / torch.linalg.vector_norm(key, dim=-1, keepdim=True).clamp_min(1e-12)
+    bias_table = attention.position_bias().to(query.dtype)
+    masks = [bias_table]
+    if shift > 0:
+        patterns = shift_mask_patterns(attention.window_size[0], shift, device=query.device).to(query.dtype)
+        masks = [bias_table + pattern for pattern in patterns]
+    outputs, start = [], 0
+    for count, group_id in zip(groups, group_ids):
+        part = slice(start, start + count)
+        scores = torch.matmul(query[:, part], key[:, part].transpose(-1, -2)) + masks[group_id if shift > 0 else 0]
+        outputs.append(torch.matmul(torch.softmax(scores, dim=-1), value[:, part]))
+        start += count
+    context = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+    return context.transpose(2, 3).reshape(batch, num_windows, tokens, channels)
+
+
+def traceable_layer_forward(
+    layer: SdpaSwinv2Layer, hidden_states: torch.Tensor, input_dimensions: tuple[int, int]
+) -> torch.Tensor:
+    """`SdpaSwinv2Layer.forward` (inference) in exportable ops: (B, H*W, C) -> (B, H*W, C); any batch size."""
+    height, width = (int(d) for d in input_dimensions)
+    batch, _, channels = hidden_states.shape
+    tokens = layer.window_size * layer.window_size
+    plan = window_plan_arrays(height, width, layer.window_size, layer.shift_size)
+    windows = hidden_states.index_select(1, torch.from_numpy(plan["gather"]).to(hidden_states.device))
+    if not plan["valid"].all():
+        valid = torch.from_numpy(plan["valid"].astype(np.float32)).to(hidden_states.device, hidden_states.dtype)
+        windows = windows * valid[None, :, None]
+    windows = windows.view(batch, -1, tokens, channels)
+    attention = layer.attention
+    context = traceable_window_attention_forward(
+        attention.self, windows, plan["groups"], plan["group_ids"], layer.shift_size
+    )
+    attention_output = attention.output(context, windows).reshape(batch, -1, channels)
+    attention_output = attention_output.index_select(1, torch.from_numpy(plan["scatter"]).to(hidden_states.device))
+    hidden_states = hidden_states + layer.drop_path(layer.layernorm_before(attention_output))
+    layer_output = layer.output(layer.intermediate(hidden_states))
+    return hidden_states + layer.drop_path(layer.layernorm_after(layer_output))

@@ -281,6 +281,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop at the first unreadable input (default: skip it with a warning, exit 1 at the end)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=["pytorch", "onnx"],
+        default="pytorch",
+        help="onnx: --checkpoint is a `mesa-hf export` folder",
+    )
     _add_tta_arguments(parser)
     _add_dtype_argument(parser)
     _add_runtime_arguments(parser, batch_size=4)
@@ -304,6 +310,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     videos, args.inputs = split_video_inputs(args.inputs)
     check_videos(videos)  # unreadable video files fail before the model loads
+    if args.backend == "onnx":
+        if videos:
+            raise ValueError("--backend onnx predicts images; predict videos with the default PyTorch backend")
+        return _run_predict_onnx(args, intrinsics)
     model, processor = load_checkpoint(args.checkpoint)
     if videos:
         run_video_predictions(args, model, processor, videos, _tta(args))
@@ -343,6 +353,27 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_predict_onnx(args: argparse.Namespace, intrinsics) -> int:
+    """`predict --backend onnx`: ONNX Runtime on a `mesa-hf export onnx` folder, the same output files."""
+    from mesa_hf.onnx import predict_to_files_onnx
+
+    if args.flip or args.sliding_window or args.dtype != "fp32" or args.input_size:
+        raise SystemExit("mesa-hf predict: error: --backend onnx runs the export as is (no TTA, --dtype, --input-size)")
+    records = predict_to_files_onnx(
+        args.checkpoint,
+        args.inputs,
+        args.output_dir,
+        args.batch_size,
+        intrinsics,
+        args.outputs,
+        args.cmap,
+        progress=not args.no_progress,
+    )
+    print(f"predicted {len(records)} images (ONNX Runtime, {args.checkpoint}) into {args.output_dir}")
+    (args.output_dir / "predictions.json").write_text(json.dumps(records, indent=2) + "\n")
+    return 0
+
+
 register_subcommand(
     "evaluate", "score a checkpoint on a depth dataset under a protocol", add_evaluate_arguments, run_evaluate
 )
@@ -360,6 +391,12 @@ register_subcommand(
 from mesa_hf.demo.cli import add_demo_arguments, run_demo  # noqa: E402
 
 register_subcommand("demo", "web demo (Gradio): depth of photos, point clouds", add_demo_arguments, run_demo)
+
+from mesa_hf.onnx import add_export_arguments, run_export  # noqa: E402
+
+register_subcommand(
+    "export", "export a depth checkpoint (onnx: ONNX + ONNX Runtime check)", add_export_arguments, run_export
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
