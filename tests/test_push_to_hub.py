@@ -111,7 +111,9 @@ def test_finetune_script_pushes_its_folder_and_the_pipeline_loads_it(tmp_path, l
     assert torch.isfinite(prediction["predicted_depth"]).all()
 
 
-def test_push_needs_a_repository_name(tmp_path):
+def test_push_needs_a_repository_name(tmp_path, capsys):
     finetune = _load_script("finetune")
     with pytest.raises(SystemExit):
-        finetune.parse_args(["--model_name_or_path", "test", "--output_dir", str(tmp_path), "--push_to_hub"])
+        finetune.main(["--model_name_or_path", "test", "--output_dir", str(tmp_path), "--push_to_hub"])
+    assert "--push_to_hub needs --hub_model_id" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # stopped before anything was trained or written
