@@ -12,9 +12,9 @@ setup: $(VENV)/.installed  ## virtual environment with the CPU build of torch, t
 # interrupted set-up is redone.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --quiet -e ".[dev]"
 	touch $@
 
 lint: setup
