@@ -316,15 +316,23 @@ def test_expected_loading_messages_are_one_line_and_others_in_full(caplog):
     assert "backbone.encoder.layers.0.blocks.0.output.dense.weight" in caplog.messages[0]
 
 
-def test_training_keeps_the_starting_processor_and_its_normalisation(tmp_path, monkeypatch):
-    """A checkpoint whose processor does not normalise (as a converted MIM-Depth one): one fine-tuning step trains on
-    [0, 1] inputs and the stage folder keeps do_normalize=False."""
+@pytest.mark.parametrize("start_kind", ["processor-without-normalisation", "converted-mim-depth"])
+def test_training_keeps_the_starting_processor_and_its_normalisation(start_kind, tmp_path, monkeypatch):
+    """A checkpoint whose processor does not normalise (a converted MIM-Depth one: `mesa-hf convert mim-depth`): one
+    fine-tuning step trains on [0, 1] inputs and the stage folder keeps do_normalize=False."""
+    from pathlib import Path
+
     from mesa_hf import MeSaImageProcessor
+    from mesa_hf.convert import convert_checkpoint, save_converted
     from mesa_hf.training import runner
 
     start = tmp_path / "mim-depth-like"
-    MeSaForDepthEstimation(MeSaConfig.from_preset("test")).save_pretrained(start)
-    MeSaImageProcessor(do_normalize=False).save_pretrained(start)
+    if start_kind == "converted-mim-depth":  # the reference MIM-Depth state dict committed for the conversion tests
+        reference = Path(__file__).resolve().parent / "data" / "convert" / "mim_depth_128.safetensors"
+        save_converted(convert_checkpoint("mim-depth", reference, max_depth=10.0), start)
+    else:
+        MeSaForDepthEstimation(MeSaConfig.from_preset("test")).save_pretrained(start)
+        MeSaImageProcessor(do_normalize=False).save_pretrained(start)
     seen = {}
 
     def recording_train(model, train_dataset, args, **kwargs):
@@ -342,4 +350,6 @@ def test_training_keeps_the_starting_processor_and_its_normalisation(tmp_path, m
     low, high = seen["range"]
     assert low >= -1e-5 and high <= 1 + 1e-5 and high > 0.5, seen
     saved = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
-    assert saved["do_normalize"] is False and saved["size"] == {"height": 64, "width": 64}
+    assert saved["do_normalize"] is False
+    if start_kind != "converted-mim-depth":
+        assert saved["size"] == {"height": 64, "width": 64}  # the processor records the size it trained at

@@ -246,7 +246,7 @@ def predict_to_files_onnx(
     from tqdm.auto import tqdm
 
     from mesa_hf.evaluation.io import nyu_intrinsics
-    from mesa_hf.evaluation.predict import OUTPUT_KINDS, collect_inputs, write_depth_outputs
+    from mesa_hf.evaluation.predict import OUTPUT_KINDS, collect_inputs, prediction_record, write_depth_outputs
 
     outputs = OUTPUT_KINDS if outputs is None else outputs
     estimator = OnnxDepthEstimator(export_dir, model_file=model_file)
@@ -259,19 +259,8 @@ def predict_to_files_onnx(
             for frame, image, depth in zip(chunk, images, estimator(images), strict=True):
                 frame_intrinsics = intrinsics or nyu_intrinsics(*depth.shape)
                 written = write_depth_outputs(output_dir, frame.name, depth, image, frame_intrinsics, outputs, cmap)
-                finite = depth[np.isfinite(depth)]
-                records.append(
-                    {
-                        "name": frame.name,
-                        "source": str(frame.path) + (f"#{frame.frame}" if frame.frame is not None else ""),
-                        "height": int(depth.shape[0]),
-                        "width": int(depth.shape[1]),
-                        "intrinsics": frame_intrinsics.describe(),
-                        "depth_min_m": float(finite.min()) if finite.size else float("nan"),
-                        "depth_max_m": float(finite.max()) if finite.size else float("nan"),
-                        "outputs": {kind: str(path) for kind, path in written.items()},
-                    }
-                )
+                source = str(frame.path) + (f"#{frame.frame}" if frame.frame is not None else "")
+                records.append(prediction_record(frame.name, source, depth, frame_intrinsics, written))
                 bar.update(1)
     return records
 

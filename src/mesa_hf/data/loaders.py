@@ -57,6 +57,20 @@ DEPTH_DATASET_FORMATS = ("nyu_sync", "nyu_mat", "parquet", "hub", "ibims1", "fol
 # ---------------------------------------------------------------- building a dataset from a generator
 
 
+def dataset_from_generator(generator: Callable[..., Iterable[dict]], gen_kwargs: dict, features, cache_dir=None):
+    """`Dataset.from_generator`, re-raising the loader's own ValueError/FileNotFoundError (one line naming the file)
+    instead of datasets' DatasetGenerationError wrapper."""
+    try:
+        return Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, cache_dir=cache_dir)
+    except DatasetGenerationError as err:
+        cause = err.__cause__
+        while isinstance(cause, DatasetGenerationError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise type(cause)(str(cause)) from err
+        raise
+
+
 def build_dataset(
     generator: Callable[..., Iterable[dict]],
     gen_kwargs: dict,
@@ -72,15 +86,7 @@ def build_dataset(
     raise_if_empty(num_candidates, source)
     if streaming:
         return IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs)
-    try:
-        ds = Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, cache_dir=cache_dir)
-    except DatasetGenerationError as err:
-        cause = err.__cause__
-        while isinstance(cause, DatasetGenerationError) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, (ValueError, FileNotFoundError)):
-            raise type(cause)(str(cause)) from err
-        raise
+    ds = dataset_from_generator(generator, gen_kwargs, features, cache_dir)
     skipped = num_candidates - len(ds)
     if len(ds) == 0:
         raise ValueError(f"{source}: empty dataset, all {num_candidates} samples were invalid and skipped")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .columns import VIDEO_FEATURES, encode_depth, intrinsics_matrix
 from .decoders import decode_depth, read_image_file
-from .loaders import NYU_INTRINSICS, build_dataset, file_stamp
+from .loaders import NYU_INTRINSICS, build_dataset, dataset_from_generator, file_stamp
 from .validation import (
     DEFAULT_MAX_MEDIAN_DEPTH,
     SampleSkipper,
@@ -500,8 +500,7 @@ def load_video_file_dataset(
     cy) for every video, else each video's sidecar ``<stem>.intrinsics.json``, else the folder's ``cameras.json``;
     a video with none of them raises a ValueError naming the three ways, before any frame is decoded.
     """
-    from datasets import Dataset, IterableDataset
-    from datasets.exceptions import DatasetGenerationError
+    from datasets import IterableDataset
 
     from .video_files import probe_video
 
@@ -523,14 +522,7 @@ def load_video_file_dataset(
     if streaming:
         return IterableDataset.from_generator(_video_file_rows, features=VIDEO_FEATURES, gen_kwargs=kwargs)
     try:
-        ds = Dataset.from_generator(_video_file_rows, features=VIDEO_FEATURES, gen_kwargs=kwargs, cache_dir=cache_dir)
-    except DatasetGenerationError as err:
-        cause = err.__cause__
-        while isinstance(cause, DatasetGenerationError) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, (ValueError, FileNotFoundError)):
-            raise type(cause)(str(cause)) from err
-        raise
+        ds = dataset_from_generator(_video_file_rows, kwargs, VIDEO_FEATURES, cache_dir)
     except ValueError as err:  # datasets refuses a generator that yielded no row
         if stats["clips"] == 0 or "no data" not in str(err):
             raise

@@ -211,6 +211,21 @@ def _log_failure(failure: PredictionFailure) -> None:
     logger.warning("%s (skipped)", failure.error)
 
 
+def prediction_record(name: str, source: str, depth: np.ndarray, intrinsics, written: dict) -> dict:
+    """One line of ``predictions.json``: the input, the depth map's size and range (metres), the files written."""
+    finite = depth[np.isfinite(depth)]
+    return {
+        "name": name,
+        "source": source,
+        "height": int(depth.shape[0]),
+        "width": int(depth.shape[1]),
+        "intrinsics": intrinsics.describe(),
+        "depth_min_m": float(finite.min()) if finite.size else float("nan"),
+        "depth_max_m": float(finite.max()) if finite.size else float("nan"),
+        "outputs": {kind: str(path) for kind, path in written.items()},
+    }
+
+
 def predict_to_files(
     model: torch.nn.Module,
     sources: Sequence[str | Path],
@@ -256,17 +271,5 @@ def predict_to_files(
     ):
         frame_intrinsics = intrinsics or nyu_intrinsics(*depth.shape)
         written = write_depth_outputs(output_dir, frame.name, depth, image, frame_intrinsics, outputs, cmap)
-        finite = depth[np.isfinite(depth)]
-        records.append(
-            {
-                "name": frame.name,
-                "source": frame.source,
-                "height": int(depth.shape[0]),
-                "width": int(depth.shape[1]),
-                "intrinsics": frame_intrinsics.describe(),
-                "depth_min_m": float(finite.min()) if finite.size else float("nan"),
-                "depth_max_m": float(finite.max()) if finite.size else float("nan"),
-                "outputs": {kind: str(path) for kind, path in written.items()},
-            }
-        )
+        records.append(prediction_record(frame.name, frame.source, depth, frame_intrinsics, written))
     return records
