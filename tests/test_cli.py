@@ -291,3 +291,23 @@ def test_real_photos_through_cli_and_pipeline(checkpoint, shared_data, tmp_path,
     check_evaluate_nyu_folder(checkpoint, shared_data / "nyu_test10", 10, tmp_path, capsys, tta_changes=changes)
     check_evaluate_ibims_folder(shared_data / "ibims1_partial2", tmp_path)
     check_pipeline_on_photo(checkpoint, shared_data / "nyu_test10" / "image_0.png")
+    # the other real-photo and real-video checks of the suite, in this one real-data test
+    from .test_onnx import check_onnx_runtime_matches_pytorch_on_real_photos
+    from .test_precision import check_float16_depth_within_two_percent_on_a_real_photo
+    from .test_video import (
+        check_evaluate_protocol_video_on_hololens,
+        check_predict_real_hololens_video_from_a_folder,
+        check_temporal_alignment_error_of_real_ground_truth_is_small,
+    )
+
+    for height, width in ((480, 640), (384, 512)):
+        (tmp_path / f"onnx{height}").mkdir()
+        check_onnx_runtime_matches_pytorch_on_real_photos(shared_data, tmp_path / f"onnx{height}", height, width)
+    for attention in ("sdpa", "eager"):
+        check_float16_depth_within_two_percent_on_a_real_photo(
+            tiny_depth_model(seed=0, window_attention=attention), shared_data
+        )
+    (tmp_path / "video").mkdir()
+    check_predict_real_hololens_video_from_a_folder(checkpoint, shared_data, tmp_path / "video")
+    check_evaluate_protocol_video_on_hololens(checkpoint, shared_data, capsys)
+    check_temporal_alignment_error_of_real_ground_truth_is_small(shared_data)

@@ -292,7 +292,8 @@ def test_mesa_hf_evaluate_on_a_generated_folder(tmp_path, capsys):
 # ------------------------------------------------------------------ the real samples
 
 
-def test_real_folders_read_like_their_dedicated_loaders(shared_data, tmp_path):
+def check_real_folders_read_like_their_dedicated_loaders(shared_data, tmp_path):
+    """Real-data check (called from tests/test_data_loaders.py's real-sample test)."""
     cache = {"cache_dir": str(tmp_path / "c")}
     nyu = shared_data / "nyu_test10"  # image_N + depth_N (and a CSV listing them), millimetres
     by_folder = load_dataset_spec(f"folder:{nyu}", "depth", folder=FolderOptions(depth_scale=0.001), **cache)

@@ -366,6 +366,10 @@ def test_cache_follows_files_changed_in_place(tmp_path):
 
 def test_real_samples_decode_and_load(shared_data, tmp_path):
     """Extra check: every decoder and depth loader above on the real files of ../shared/data."""
+    from .test_data_folder import check_real_folders_read_like_their_dedicated_loaders
+
+    (tmp_path / "folders").mkdir()
+    check_real_folders_read_like_their_dedicated_loaders(shared_data, tmp_path / "folders")
     formats = shared_data / "rgbd_formats"
     check_tum_depth(formats / "TUM_depth.png")
     check_sunrgbd_depth(formats / "SUN_depth.png")

@@ -247,8 +247,9 @@ def test_predict_backend_onnx_matches_pytorch_pngs(exported, tmp_path):
 # ------------------------------------------------------------------------------------------------ real photos
 
 
-@pytest.mark.parametrize("height,width", [(480, 640), (384, 512)])
-def test_onnx_runtime_matches_pytorch_on_real_photos(shared_data, tmp_path, height, width):
+def check_onnx_runtime_matches_pytorch_on_real_photos(shared_data: Path, tmp_path: Path, height: int, width: int):
+    """Real-data check (called from tests/test_cli.py's real-photo test): ORT within 1e-4 m of PyTorch on photos of
+    three sizes (NYUv2, iBims-1, KITTI) through the letterboxing pre-processing."""
     photos = [
         shared_data / "nyu_test10" / "image_0.png",
         sorted((shared_data / "ibims1_partial2" / "rgb").iterdir())[0],

@@ -78,7 +78,8 @@ def test_autocast_and_half_weights_match_float32(model, dtype):
     assert all(p.dtype == dtype for p in half_model.parameters())
 
 
-def test_float16_depth_within_two_percent_on_a_real_photo(model, shared_data):
+def check_float16_depth_within_two_percent_on_a_real_photo(model, shared_data):
+    """Real-data check (called from tests/test_cli.py's real-photo test)."""
     with Image.open(shared_data / "nyu_test10" / "image_0.png") as photo:
         pixel_values = pixel_values_of(photo.convert("RGB"))
     with torch.no_grad():

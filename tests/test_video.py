@@ -186,7 +186,8 @@ def test_predict_generated_video_writes_npz_mp4_and_png16(checkpoint, synthetic_
     np.testing.assert_allclose(millimetres, data["depth"][3].astype(np.float32), atol=2e-3)
 
 
-def test_predict_real_hololens_video_from_a_folder(checkpoint, shared_data, tmp_path):
+def check_predict_real_hololens_video_from_a_folder(checkpoint, shared_data, tmp_path):
+    """Real-data check (called from tests/test_data_video.py's real-sequence test)."""
     images = sorted((shared_data / "hololens20" / "images").glob("*.png"))[:8]
     folder = tmp_path / "videos"
     write_video(folder / "hololens.mp4", [np.asarray(Image.open(p).convert("RGB")) for p in images], fps=30)
@@ -285,7 +286,8 @@ def test_evaluate_protocol_video_reports_frame_and_temporal_metrics(checkpoint, 
     assert 0 < summary["temporal"]["tae"] < 5 and summary["metrics"]["abs_rel"] > 0
 
 
-def test_evaluate_protocol_video_on_hololens(checkpoint, shared_data, capsys):
+def check_evaluate_protocol_video_on_hololens(checkpoint, shared_data, capsys):
+    """Real-data check (called from tests/test_data_video.py's real-sequence test)."""
     data = shared_data / "hololens20"
     args = ["evaluate", str(checkpoint), "--data", f"hololens:{data}", "--protocol", "video", "--max-samples", "4"]
     assert main([*args, "--no-progress"]) == 0
@@ -364,7 +366,8 @@ def test_geometric_stage_trains_from_mp4_with_intrinsics_and_sidecar(training_vi
         assert "poses from the network" in result.stages[-1]["notes"]
 
 
-def test_temporal_alignment_error_of_real_ground_truth_is_small(shared_data):
+def check_temporal_alignment_error_of_real_ground_truth_is_small(shared_data):
+    """Real-data check (called from tests/test_data_video.py's real-sequence test)."""
     from mesa_hf.data.video import load_video_sequences
 
     sequence = load_video_sequences(f"hololens:{shared_data / 'hololens20'}", max_frames=5)[0]
