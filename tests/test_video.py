@@ -399,3 +399,20 @@ def test_pretrain_example_takes_intrinsics_for_a_video(training_videos, tmp_path
         pretrain.main([*args, "--intrinsics", "64.8", "69.3", "39.5", "31.5", "--output_dir", str(tmp_path / "k")]) == 0
     )
     assert "geometric        1" in capsys.readouterr().out
+
+
+def test_video_sequences_of_a_frames_folder_read_depth_in_metres_per_stored_unit(synthetic_sequence, tmp_path):
+    """`--protocol video --depth-scale 0.001` on frames + millimetre PNGs: the same unit as everywhere else."""
+    folder = tmp_path / "walk"
+    (folder / "images").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_sequence["images"][i]).save(folder / "images" / f"{i:04d}.png")
+        millimetres = np.round(synthetic_sequence["depths"][i] * 1000).astype(np.uint16)
+        Image.fromarray(millimetres).save(folder / "depth" / f"{i:04d}.png")
+    k = np.asarray(synthetic_sequence["intrinsics"], dtype=np.float64).reshape(3, 3)
+    np.savetxt(folder / "K.txt", k)
+    from mesa_hf.data.video import load_video_sequences
+
+    (sequence,) = load_video_sequences(f"frames:{folder}", depth_scale=0.001)
+    np.testing.assert_allclose(sequence["depths"][1], synthetic_sequence["depths"][1], atol=6e-4)

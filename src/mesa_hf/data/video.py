@@ -592,7 +592,7 @@ def load_video_sequences(
     elif fmt == "hololens":
         raw = _hololens(path, k)
     else:
-        raw = _frames(path, k, "png" if depth_scale else None, None if depth_scale is None else 1.0 / depth_scale)
+        raw = _frames(path, k, "png" if depth_scale else None, depth_scale)  # both: metres per stored unit
     sequences = []
     for seq in raw:
         n = len(seq["frames"]) if max_frames is None else min(len(seq["frames"]), max_frames)
