@@ -123,6 +123,20 @@ def test_minibatch_cka_matrix_over_layer_pairs():
         linear_cka(x[:5], y[:6])
 
 
+def test_a_layer_whose_features_do_not_vary_has_no_cka():
+    x, y = _features(n=16)
+    constant = torch.ones(16, 5, dtype=torch.float64) * torch.arange(5.0, dtype=torch.float64)
+    mb = MinibatchCKA(2, 2)
+    mb.update([x, constant], [x, y])
+    with pytest.raises(ValueError, match="zero self-HSIC"):
+        mb.compute()
+    matrix = mb.compute(undefined="nan")
+    assert matrix[0, 0] == pytest.approx(1.0) and 0 < matrix[0, 1] < 1
+    assert np.isnan(matrix[1]).all()
+    with pytest.raises(ValueError, match="'raise' or 'nan'"):
+        mb.compute(undefined="zero")
+
+
 def test_csv_round_trip_and_png(tmp_path):
     names = [f"block{i}" for i in range(5)]
     rng = np.random.default_rng(0)

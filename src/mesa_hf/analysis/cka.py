@@ -110,11 +110,17 @@ class MinibatchCKA:
             self.hsic_bb[j] += unbiased_hsic(lb, lb)
         self.num_batches += 1
 
-    def compute(self) -> np.ndarray:
-        """(num_layers_a, num_layers_b) float64 array of minibatch CKA values."""
+    def compute(self, undefined: str = "raise") -> np.ndarray:
+        """(num_layers_a, num_layers_b) float64 array of minibatch CKA values.
+
+        A layer whose features do not vary over the images (self-HSIC <= 0) has no CKA: ``undefined="raise"``
+        raises ValueError, ``"nan"`` puts NaN in its row / column.
+        """
+        if undefined not in ("raise", "nan"):
+            raise ValueError(f"undefined must be 'raise' or 'nan', got {undefined!r}")
         if self.num_batches == 0:
             raise ValueError("MinibatchCKA is empty: call update() with at least one batch first")
         denom = torch.sqrt(self.hsic_aa[:, None].clamp_min(0) * self.hsic_bb[None, :].clamp_min(0))
-        if (denom == 0).any():
+        if (denom == 0).any() and undefined == "raise":
             raise ValueError("minibatch CKA is undefined for a layer with zero self-HSIC (constant features)")
-        return (self.hsic_ab / denom).numpy()
+        return torch.where(denom > 0, self.hsic_ab / denom.clamp_min(1e-300), torch.nan).numpy()

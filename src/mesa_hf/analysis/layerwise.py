@@ -61,6 +61,7 @@ def layerwise_cka(
     pool: str = "flatten",
     device: str | torch.device | None = None,
     progress: bool = True,
+    undefined: str = "raise",
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Minibatch CKA between every hidden state of ``reference`` and of each model in ``others``.
 
@@ -71,6 +72,7 @@ def layerwise_cka(
         image_processor: processor giving ``pixel_values`` (e.g. ``MeSaImageProcessor``).
         batch_size: images per batch (>= 4; batches are balanced so none is smaller than 4).
         pool: ``"flatten"`` (C*h*w features per image, Nguyen et al.) or ``"mean"`` (spatial mean, C features).
+        undefined: a layer whose features do not vary over the images: ``"raise"`` (ValueError) or ``"nan"``.
 
     Returns:
         (label -> (L_A, L_B) CKA matrix, layer names of A).
@@ -99,4 +101,4 @@ def layerwise_cka(
             raise ValueError(f"reference returned {len(feats_a)} hidden states, expected {len(names)} ({names})")
         for label, model in models.items():
             accumulators[label].update(feats_a, _features(model, pixel_values, pool))
-    return {label: acc.compute() for label, acc in accumulators.items()}, names
+    return {label: acc.compute(undefined) for label, acc in accumulators.items()}, names

@@ -250,6 +250,12 @@ EXPECTED_LOADING_MESSAGES: dict[tuple[str, str], dict[str, list[str]]] = {
         "unused": ["backbone.embeddings.mask_token", "mim_decoder"],
     },
     ("supervised", "finetune"): {"newly_initialized": [], "unused": []},
+    # the ablation's variants fine-tune straight after masked-only or geometric-only pre-training
+    ("masked", "finetune"): {
+        "newly_initialized": ["decoder", "depth_head"],
+        "unused": ["backbone.embeddings.mask_token", "mim_decoder"],
+    },
+    ("geometric", "finetune"): {"newly_initialized": [], "unused": ["pose_network", "scale_heads"]},
 }
 
 

@@ -53,6 +53,7 @@ from .stage_eval import eval_dataloader, evaluate_constant_map, evaluate_depth, 
 logger = logging.getLogger(__name__)
 
 STAGE_RESULTS_NAME = "stage_results.json"
+LOSS_HISTORY_POINTS = 60  # window means kept of a stage's training loss (for loss-curve figures)
 DEPTH_MODULES = ("decoder", "depth_head", "scale_heads")
 
 
@@ -97,7 +98,8 @@ class StageSettings:
 
 @dataclass
 class StageResult:
-    """What `run_stage` returns (also written to ``<output_dir>/stage_results.json``)."""
+    """What `run_stage` returns (also written to ``<output_dir>/stage_results.json``). `loss_curve`: the training
+    loss as 8 window means (logs, model card); `loss_history`: as about `LOSS_HISTORY_POINTS` window means."""
 
     stage: str
     output_dir: str
@@ -105,6 +107,7 @@ class StageResult:
     first_loss: float | None
     last_loss: float | None
     loss_curve: list[float]
+    loss_history: list[float] = field(default_factory=list)
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
@@ -545,6 +548,7 @@ def _stage_result(stage, spec, config, result: TrainingResult, eval_before, base
         first_loss=result.losses[0] if result.losses else None,
         last_loss=result.losses[-1] if result.losses else None,
         loss_curve=_loss_summary(result.losses),
+        loss_history=_loss_summary(result.losses, points=LOSS_HISTORY_POINTS),
         eval_before=eval_before,
         eval_after=eval_after,
         baseline=baseline,

@@ -1,0 +1,583 @@
+"""MeSa's experiment as one run: pre-training variants at an equal budget, identical fine-tuning, one held-out set.
+
+Each variant pre-trains the same number of optimizer updates in total (split over its stages by `split_budget`),
+then fine-tunes with the same recipe and number of updates, and is evaluated on the same held-out set; every
+variant runs once per seed. Per run, the layer-wise CKA between the pre-trained and the fine-tuned encoder (the
+paper's analysis: how much each Swin-V2 block changes in fine-tuning) is measured on held-out images.
+
+Folder layout (``output_dir``)::
+
+    <variant>/seed-<k>/<stage>/     every pre-training stage folder (a `run_stage` checkpoint folder)
+    <variant>/seed-<k>/init/        "scratch": the initial weights that fine-tuning starts from
+    <variant>/seed-<k>/finetune/    the fine-tuned model
+    <variant>/seed-<k>/result.json  the run's measurements, written last (atomically): a run with it is finished
+    results.json, report.md, metrics.png, cka.png, loss_curves.png
+
+A killed run started again with ``resume=True`` skips finished runs and finished stages, and resumes an
+interrupted stage from its newest checkpoint. The report is `mesa_hf.training.ablation_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, PRETRAINING_ORDER, get_stage
+from .runner import StageResult, StageSettings, run_stage
+
+logger = logging.getLogger(__name__)
+
+RESULT_NAME = "result.json"
+RESULTS_NAME = "results.json"
+INIT_FOLDER = "init"
+
+# variant -> pre-training stages, in order (MeSa's Table: from scratch, SimMIM only, SimMIM + supervised, MeSa)
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "scratch": (),
+    "masked": ("masked",),
+    "masked_supervised": ("masked", "supervised"),
+    "mesa": ("masked", "geometric", "supervised"),
+    "geometric": ("geometric",),
+}
+DEFAULT_VARIANTS = ("scratch", "masked", "masked_supervised", "mesa")
+VARIANT_TITLES = {
+    "scratch": "from scratch",
+    "masked": "masked only",
+    "masked_supervised": "masked → supervised",
+    "mesa": "MeSa (masked → geometric → supervised)",
+    "geometric": "geometric only",
+}
+# metrics of the results table, their direction and how the report names them
+METRICS: dict[str, tuple[str, bool]] = {
+    "abs_rel": ("AbsRel", False),
+    "sq_rel": ("SqRel", False),
+    "rmse": ("RMSE", False),
+    "rmse_log": ("RMSE log", False),
+    "log10": ("log10", False),
+    "d1": ("δ1", True),
+    "d2": ("δ2", True),
+    "d3": ("δ3", True),
+    "median_scaled_abs_rel": ("AbsRel (median-scaled)", False),
+}
+# MeSa vs masked-only (SimMIM) pre-training, RMSE on NYUv2, as the paper reports it (percent change)
+PAPER_RMSE_CHANGE_PERCENT = -17.1
+QUICK = {"seeds": (0,), "pretrain_updates": 150, "finetune_updates": 120}
+FULL = {"seeds": (0, 1), "pretrain_updates": 300, "finetune_updates": 200}
+
+
+def split_budget(stages: Sequence[str], total_updates: int) -> dict[str, int]:
+    """Split `total_updates` optimizer updates over `stages` in proportion to their demo-recipe lengths (masked
+    120, geometric 120, supervised 350: MeSa's schedule, where the supervised stage is the longest), rounding by
+    largest remainder so the parts sum to `total_updates` exactly. No stages = no updates."""
+    stages = list(stages)
+    if not stages:
+        return {}
+    if total_updates < len(stages):
+        raise ValueError(f"{total_updates} pre-training updates cannot be split over {len(stages)} stages {stages}")
+    weights = np.array([float(get_stage(s).demo["max_train_steps"]) for s in stages])
+    exact = total_updates * weights / weights.sum()
+    parts = np.maximum(np.floor(exact).astype(int), 1)
+    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    for i in order[: max(total_updates - int(parts.sum()), 0)]:
+        parts[i] += 1
+    return {stage: int(n) for stage, n in zip(stages, parts)}
+
+
+@dataclass
+class AblationSettings:
+    """What the ablation runs.
+
+    Attributes:
+        output_dir: the ablation folder (layout in the module docstring).
+        variants: names from `VARIANTS`.
+        seeds: one run per variant and seed (the seed of weights, data order and augmentation).
+        pretrain_updates: optimizer updates of pre-training per variant, split over its stages (`split_budget`).
+        finetune_updates: optimizer updates of fine-tuning (identical for every variant).
+        preset: the architecture (`MeSaConfig` preset) every variant starts from.
+        recipe: ``"demo"`` / ``"paper"``; None = ``"demo"`` on the synthetic world, else ``"paper"``.
+        training: `MeSaTrainingArguments` overrides for every stage (e.g. ``{"use_cpu": True}``).
+        backbone_overrides, image_size: Swin-V2 fields (e.g. ``{"drop_path_rate": 0.0}``) and the training crop
+            (H, W) of every stage (default: the recipe's).
+        datasets: stage (``masked``, ``geometric``, ``supervised``, ``finetune``) -> raw dataset; a missing stage
+            trains on the synthetic world.
+        data_descriptions: stage -> how its data is named in the report (defaults: the dataset's name).
+        eval_dataset, eval_protocol: the held-out set and its `mesa_hf.evaluation` protocol (``nyuv2``...); None =
+            the synthetic world's held-out scenes, scored as the stages score them.
+        ood_eval_dataset, ood_eval_protocol: an out-of-distribution set (e.g. iBims-1) and its protocol.
+        cka_images: held-out images for the layer-wise CKA (>= 4).
+        num_synthetic_samples, num_eval_samples, cache_dir: synthetic-world sizes and the datasets cache.
+        resume: skip finished runs and stages, resume an interrupted stage from its newest checkpoint.
+    """
+
+    output_dir: str | os.PathLike
+    variants: Sequence[str] = DEFAULT_VARIANTS
+    seeds: Sequence[int] = FULL["seeds"]
+    pretrain_updates: int = FULL["pretrain_updates"]
+    finetune_updates: int = FULL["finetune_updates"]
+    preset: str = "demo"
+    recipe: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    backbone_overrides: dict[str, Any] = field(default_factory=dict)
+    image_size: Sequence[int] | None = None
+    datasets: dict[str, Any] = field(default_factory=dict)
+    data_descriptions: dict[str, str] = field(default_factory=dict)
+    eval_dataset: Any = None
+    eval_protocol: str | None = None
+    ood_eval_dataset: Any = None
+    ood_eval_protocol: str | None = None
+    cka_images: int = 32
+    num_synthetic_samples: int | None = None
+    num_eval_samples: int | None = None
+    cache_dir: str | None = None
+    resume: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; expected some of {', '.join(VARIANTS)}")
+        if not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants must be a non-empty list without repeats, got {list(self.variants)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list without repeats, got {list(self.seeds)}")
+        if self.finetune_updates < 1:
+            raise ValueError(f"finetune_updates must be >= 1, got {self.finetune_updates}")
+        for variant in self.variants:
+            split_budget(VARIANTS[variant], self.pretrain_updates)
+        if self.cka_images < 4:
+            raise ValueError(f"cka_images must be >= 4 (unbiased HSIC), got {self.cka_images}")
+        unknown_stages = set(self.datasets) - {*PRETRAINING_ORDER, "finetune"}
+        if unknown_stages:
+            raise ValueError(f"datasets for unknown stages {sorted(unknown_stages)}")
+        if self.ood_eval_dataset is not None and not self.ood_eval_protocol:
+            raise ValueError("an out-of-distribution set needs its protocol (ood_eval_protocol, e.g. 'ibims1')")
+        if self.eval_dataset is None and "finetune" in self.datasets:
+            raise ValueError("fine-tuning on real data needs a held-out eval_dataset (e.g. nyuv2:PATH)")
+
+    def budget(self, variant: str) -> dict[str, int]:
+        """Updates per stage of `variant`, fine-tuning included."""
+        return {**split_budget(VARIANTS[variant], self.pretrain_updates), "finetune": self.finetune_updates}
+
+    def data_of(self, stage: str) -> str:
+        if stage in self.data_descriptions:
+            return self.data_descriptions[stage]
+        dataset = self.datasets.get(stage)
+        if dataset is None:
+            return f"synthetic world ({get_stage(stage).dataset_kind})"
+        return getattr(getattr(dataset, "info", None), "dataset_name", None) or "custom dataset"
+
+    def description(self) -> dict[str, Any]:
+        """The settings as results.json records them."""
+        return {
+            "variants": list(self.variants),
+            "seeds": list(self.seeds),
+            "pretrain_updates": self.pretrain_updates,
+            "finetune_updates": self.finetune_updates,
+            "preset": self.preset,
+            "recipe": self.recipe or ("demo" if not self.datasets else "paper"),
+            "budget": {v: self.budget(v) for v in self.variants},
+            "data": {s: self.data_of(s) for s in (*PRETRAINING_ORDER, "finetune")},
+            "eval": self.eval_protocol or "synthetic held-out scenes",
+            "ood_eval": self.ood_eval_protocol,
+            "cka_images": self.cka_images,
+        }
+
+
+def check_output_dir(settings: AblationSettings) -> None:
+    """A folder holding an earlier ablation is only reused with `resume` (and the same settings)."""
+    root = Path(settings.output_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"output_dir {root} is a file")
+    stamp = root / "ablation_settings.json"
+    described = settings.description()
+    if stamp.is_file():
+        if not settings.resume:
+            raise ValueError(
+                f"{root} already holds an ablation; pass --resume_from_checkpoint latest to continue it, or choose "
+                "another --output_dir"
+            )
+        recorded = json.loads(stamp.read_text())
+        changed = sorted(k for k in described if k != "variants" and recorded.get(k) != described[k])
+        if changed:
+            raise ValueError(f"{root}: resuming with different settings ({', '.join(changed)}) than it was run with")
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(stamp, described)
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+# ------------------------------------------------------------------------------------------------ one run
+
+
+def write_initial_model(folder: Path, preset: str, seed: int) -> Path:
+    """The "scratch" variant's starting point as a checkpoint folder: the `preset`'s weights drawn with `seed`,
+    with PyTorch's default init in the depth decoder and head (what every pre-trained variant's new decoder gets)."""
+    from accelerate.utils import set_seed
+
+    from .runner import _reset_new_convolutions, load_stage_model
+    from .stage_data import image_size_of, stage_processor
+
+    if (folder / "config.json").is_file():
+        return folder
+    if _is_main_process():
+        set_seed(seed)
+        model, loading_info = load_stage_model("finetune", preset)
+        _reset_new_convolutions(model, loading_info)
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        stage_processor(preset, image_size_of(model.config)).save_pretrained(partial)
+        os.replace(partial, folder)
+    _wait_for_everyone()
+    return folder
+
+
+def _stage_record(result: StageResult, updates: int, data: str) -> dict[str, Any]:
+    return {
+        "stage": result.stage,
+        "updates": updates,
+        "global_step": result.global_step,
+        "data": data,
+        "loss_history": list(result.loss_history),
+        "eval_after": dict(result.eval_after),
+        "skipped": result.skipped,
+    }
+
+
+def _evaluate(model, dataset, protocol: str) -> dict[str, float]:
+    from mesa_hf.evaluation import evaluate_model
+
+    return dict(evaluate_model(model, dataset, protocol=protocol, progress=False).metrics)
+
+
+def _cka_images(settings: AblationSettings, image_size: Sequence[int]) -> list[Any]:
+    """Held-out images for the CKA: the first `cka_images` of the eval set (or of the synthetic held-out scenes)."""
+    from .stage_data import synthetic_dataset
+
+    dataset = settings.eval_dataset
+    if dataset is None:
+        num = max(settings.cka_images, settings.num_eval_samples or DEMO_EVAL_SAMPLES)
+        dataset = synthetic_dataset("depth", num, image_size, HELDOUT_SEED, settings.cache_dir)
+    count = min(settings.cka_images, len(dataset))
+    if count < 4:
+        raise ValueError(f"the held-out set has {len(dataset)} images; the CKA needs at least 4")
+    return [dataset[i]["image"] for i in range(count)]
+
+
+def load_depth_model(folder: str | os.PathLike):
+    """A checkpoint folder of any stage as `MeSaForDepthEstimation` (a missing depth decoder freshly initialised,
+    without transformers' load report: only the encoder is compared) and its image processor."""
+    from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaImageProcessor
+
+    from .runner import _from_pretrained_quietly
+
+    model, _ = _from_pretrained_quietly(MeSaForDepthEstimation, str(folder), MeSaConfig.from_pretrained(folder))
+    return model, MeSaImageProcessor.from_pretrained(folder)
+
+
+def encoder_cka(pretrained: str | os.PathLike, finetuned: str | os.PathLike, images: Sequence[Any]) -> dict[str, Any]:
+    """Per-block linear CKA between the encoder of `pretrained` and of `finetuned` (same block, flattened
+    features), on `images` at the fine-tuned model's input size: ``{"layers": [...], "values": [...]}``. A block
+    whose features do not vary over the images (a collapsed representation) has no CKA: its value is None."""
+    from mesa_hf.analysis.layerwise import layerwise_cka
+
+    from .stage_data import image_size_of
+
+    reference, _ = load_depth_model(pretrained)
+    tuned, processor = load_depth_model(finetuned)
+    matrices, names = layerwise_cka(
+        reference,
+        {"tuned": tuned},
+        images,
+        processor,
+        input_size=tuple(image_size_of(tuned.config)),
+        progress=False,
+        undefined="nan",
+    )
+    diagonal = np.clip(matrices["tuned"].diagonal(), 0.0, 1.0)
+    return {"layers": names, "values": [float(v) if np.isfinite(v) else None for v in diagonal]}
+
+
+def _defined(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None]
+
+
+def last_stage_cka(cka: Mapping[str, Any]) -> float | None:
+    """Mean CKA of the last Swin-V2 stage's blocks (the layers the paper says change most with masked
+    pre-training); None when none of them has a CKA."""
+    names = list(cka["layers"])
+    last = max(int(n[1:].split(".")[0]) for n in names if n.startswith("s"))
+    values = _defined(v for n, v in zip(names, cka["values"]) if n.startswith(f"s{last}."))
+    return float(np.mean(values)) if values else None
+
+
+def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str, Any]:
+    """Pre-train `variant` with `seed` (its share of the budget per stage), fine-tune, evaluate, measure the CKA;
+    returns (and writes) the run's ``result.json``. A finished run is read back, not re-run."""
+    folder = Path(settings.output_dir) / variant / f"seed-{seed}"
+    result_path = folder / RESULT_NAME
+    if result_path.is_file():
+        recorded = json.loads(result_path.read_text())
+        if recorded.get("budget") == settings.budget(variant):
+            logger.info("%s seed %d: finished earlier, skipping", variant, seed)
+            return {**recorded, "skipped": True}
+        raise ValueError(f"{result_path} was run with budget {recorded.get('budget')}, not {settings.budget(variant)}")
+    started = time.perf_counter()
+    budget = settings.budget(variant)
+    recipe = settings.recipe or ("demo" if not settings.datasets else "paper")
+    training = {**settings.training, "seed": seed}
+    if settings.resume:
+        training["resume_from_checkpoint"] = "latest"
+
+    def stage_settings(stage: str) -> StageSettings:
+        return StageSettings(
+            output_dir=folder / stage,
+            recipe=recipe,
+            training={**training, "max_train_steps": budget[stage]},
+            image_size=settings.image_size,
+            backbone_overrides=settings.backbone_overrides,
+            num_synthetic_samples=settings.num_synthetic_samples,
+            num_eval_samples=settings.num_eval_samples,
+            cache_dir=settings.cache_dir,
+            data_description=settings.data_descriptions.get(stage),
+            compute_baseline=stage == "finetune",
+            skip_if_complete=True,
+        )
+
+    stages: list[dict[str, Any]] = []
+    source: str | os.PathLike = settings.preset
+    if not VARIANTS[variant]:
+        source = write_initial_model(folder / INIT_FOLDER, settings.preset, seed)
+    for stage in VARIANTS[variant]:
+        logger.info("%s seed %d: %s stage, %d updates", variant, seed, stage, budget[stage])
+        result = run_stage(stage, source, stage_settings(stage), settings.datasets.get(stage))
+        stages.append(_stage_record(result, budget[stage], settings.data_of(stage)))
+        source = folder / stage
+    pretrained = source
+    logger.info("%s seed %d: fine-tuning, %d updates", variant, seed, budget["finetune"])
+    eval_dataset = settings.eval_dataset if settings.eval_protocol is None else None
+    finetuned = run_stage(
+        "finetune", pretrained, stage_settings("finetune"), settings.datasets.get("finetune"), eval_dataset
+    )
+    stages.append(_stage_record(finetuned, budget["finetune"], settings.data_of("finetune")))
+
+    record: dict[str, Any] = {}
+    if _is_main_process():
+        from .stage_data import image_size_of
+
+        model = load_depth_model(folder / "finetune")[0]
+        metrics = finetuned.eval_after
+        if settings.eval_protocol is not None:
+            metrics = _evaluate(model, settings.eval_dataset, settings.eval_protocol)
+        ood = {}
+        if settings.ood_eval_dataset is not None:
+            ood = _evaluate(model, settings.ood_eval_dataset, settings.ood_eval_protocol)
+        cka = encoder_cka(pretrained, folder / "finetune", _cka_images(settings, image_size_of(model.config)))
+        record = {
+            "variant": variant,
+            "seed": seed,
+            "budget": budget,
+            "stages": stages,
+            "metrics": {k: float(v) for k, v in metrics.items() if k in METRICS},
+            "ood_metrics": {k: float(v) for k, v in ood.items() if k in METRICS},
+            "baseline": {k: float(v) for k, v in finetuned.baseline.items() if k in METRICS},
+            "cka": cka,
+            "cka_last_stage": last_stage_cka(cka),
+            "wall_time_s": round(time.perf_counter() - started, 1),
+        }
+        bad = [k for k, v in record["metrics"].items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"{variant} seed {seed}: non-finite held-out metrics {bad}")
+        _write_json_atomic(result_path, record)
+    _wait_for_everyone()
+    return json.loads(result_path.read_text())
+
+
+# ------------------------------------------------------------------------------------------------ aggregation
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for one value) of `values`."""
+    array = np.asarray(list(values), dtype=float)
+    if array.size == 0:
+        raise ValueError("mean_std of no values")
+    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "n": int(array.size)}
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, dict[str, float]]]:
+    """variant -> metric -> mean/std/n over seeds, of each run's `key` (``metrics`` / ``ood_metrics``)."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rows = [r[key] for r in runs if r["variant"] == variant and r.get(key)]
+        if rows:
+            table[variant] = {m: mean_std([row[m] for row in rows]) for m in METRICS if all(m in row for row in rows)}
+    return table
+
+
+def compare(summary: Mapping[str, Mapping[str, Mapping[str, float]]], variant: str, reference: str) -> dict[str, Any]:
+    """`variant` vs `reference` per metric: difference of the means, relative change (percent of the reference),
+    and the verdict: "better"/"worse" when the difference exceeds the sum of the two seed standard deviations,
+    "no difference" when it does not, "not measured" with one seed each (no spread to compare with)."""
+    out: dict[str, Any] = {}
+    for metric, (_, higher_is_better) in METRICS.items():
+        if metric not in summary.get(variant, {}) or metric not in summary.get(reference, {}):
+            continue
+        a, b = summary[variant][metric], summary[reference][metric]
+        difference = a["mean"] - b["mean"]
+        spread = a["std"] + b["std"]
+        up, down = ("better", "worse") if higher_is_better else ("worse", "better")
+        verdict = _spread_verdict(difference, spread, min(a["n"], b["n"]), up, down)
+        out[metric] = {
+            "difference": difference,
+            "relative_change_percent": 100.0 * difference / b["mean"] if b["mean"] else float("nan"),
+            "seed_spread": spread,
+            "verdict": verdict,
+        }
+    return out
+
+
+def _spread_verdict(difference: float, spread: float, n: int, positive: str, negative: str) -> str:
+    if n < 2:
+        return "one seed: no spread to judge by"
+    if abs(difference) <= spread:
+        return "no difference"
+    return positive if difference > 0 else negative
+
+
+def paper_claims(mesa_vs_masked: Mapping[str, Any], cka: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the measured MeSa vs masked-only differences agree with the paper's two claims: lower RMSE, and
+    higher CKA (less change in fine-tuning) in the last stage's blocks. Statements hold no numbers."""
+    statements = {
+        "better": "agrees with the paper at this scale",
+        "worse": "the opposite of the paper at this scale",
+        "no difference": "no difference at this scale: the paper's claim is not reproduced",
+    }
+    claims: dict[str, Any] = {}
+    rmse = mesa_vs_masked.get("rmse")
+    if rmse:
+        claims["rmse"] = {
+            "paper_change_percent": PAPER_RMSE_CHANGE_PERCENT,
+            "measured_change_percent": rmse["relative_change_percent"],
+            "verdict": rmse["verdict"],
+            "statement": statements.get(rmse["verdict"], "not judged (one seed)"),
+        }
+    if cka.get("mesa", {}).get("last_stage") and cka.get("masked", {}).get("last_stage"):
+        a, b = cka["mesa"]["last_stage"], cka["masked"]["last_stage"]
+        difference, spread = a["mean"] - b["mean"], a["std"] + b["std"]
+        verdict = _spread_verdict(difference, spread, min(a["n"], b["n"]), "higher", "lower")
+        claims["cka"] = {
+            "difference": difference,
+            "seed_spread": spread,
+            "verdict": verdict,
+            "statement": {"higher": statements["better"], "lower": statements["worse"]}.get(
+                verdict, statements["no difference"] if verdict == "no difference" else "not judged (one seed)"
+            ),
+        }
+    return claims
+
+
+def build_results(settings: AblationSettings, runs: Sequence[Mapping[str, Any]], wall_time_s: float) -> dict:
+    """Everything the report shows, from the runs' records; `wall_time_s`: the runs' own times, summed (a resumed
+    ablation counts each run once, in the invocation that ran it)."""
+    summary = aggregate(runs, "metrics")
+    ood_summary = aggregate(runs, "ood_metrics")
+    cka: dict[str, Any] = {}
+    for variant in summary:
+        own = [r for r in runs if r["variant"] == variant]
+        layers = own[0]["cka"]["layers"]
+        per_layer = [_defined(r["cka"]["values"][i] for r in own) for i in range(len(layers))]
+        last = _defined(r["cka_last_stage"] for r in own)
+        cka[variant] = {
+            "layers": layers,
+            "mean": [mean_std(v)["mean"] if v else None for v in per_layer],
+            "std": [mean_std(v)["std"] if v else None for v in per_layer],
+            "last_stage": mean_std(last) if last else None,
+        }
+    comparisons = {}
+    if "mesa" in summary and "masked" in summary:
+        comparisons["mesa_vs_masked"] = compare(summary, "mesa", "masked")
+        if ood_summary.get("mesa") and ood_summary.get("masked"):
+            comparisons["mesa_vs_masked_ood"] = compare(ood_summary, "mesa", "masked")
+    baselines = [r["baseline"] for r in runs if r.get("baseline")]
+    claims = paper_claims(comparisons.get("mesa_vs_masked", {}), cka)
+    return {
+        "settings": settings.description(),
+        "runs": [dict(r) for r in runs],
+        "summary": summary,
+        "ood_summary": ood_summary,
+        "baseline": baselines[0] if baselines else {},
+        "comparisons": comparisons,
+        "claims": claims,
+        "cka": cka,
+        "wall_time_s": round(wall_time_s, 1),
+    }
+
+
+def run_ablation(settings: AblationSettings) -> dict[str, Any]:
+    """Every variant x seed (finished ones skipped with `resume`), then ``results.json``, ``report.md`` and the
+    figures in ``settings.output_dir``. Returns the results."""
+    from tqdm.auto import tqdm
+
+    from .ablation_report import write_report
+
+    settings.validate()
+    root = Path(settings.output_dir)
+    if _is_main_process():
+        check_output_dir(settings)
+    _wait_for_everyone()
+    jobs = [(v, s) for v in settings.variants for s in settings.seeds]
+    runs = []
+    for variant, seed in tqdm(jobs, desc="ablation", disable=not _is_main_process()):
+        runs.append(run_variant(variant, seed, settings))
+    results = build_results(settings, runs, sum(r["wall_time_s"] for r in runs))
+    if _is_main_process():
+        _write_json_atomic(root / RESULTS_NAME, results)
+        write_report(results, root)
+    _wait_for_everyone()
+    return results
+
+
+__all__ = [
+    "DEFAULT_VARIANTS",
+    "FULL",
+    "METRICS",
+    "QUICK",
+    "VARIANTS",
+    "AblationSettings",
+    "aggregate",
+    "build_results",
+    "compare",
+    "encoder_cka",
+    "last_stage_cka",
+    "mean_std",
+    "run_ablation",
+    "run_variant",
+    "split_budget",
+]

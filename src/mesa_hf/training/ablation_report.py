@@ -1,0 +1,294 @@
+"""The ablation's report: ``report.md`` and three PNG figures, written from ``results.json`` only.
+
+Every number in ``report.md`` is a value of ``results.json`` printed with one of three formats (`number`: 4
+decimals; `percent`: signed, 1 decimal; integers as they are), so the report holds nothing written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .ablation import METRICS, VARIANT_TITLES
+
+FIGURES = {"metrics": "metrics.png", "cka": "cka.png", "loss_curves": "loss_curves.png"}
+FIGURE_METRICS = ("abs_rel", "rmse", "d1", "median_scaled_abs_rel")
+STAGE_COLUMNS = ("masked", "geometric", "supervised", "finetune")
+
+
+def number(value: float) -> str:
+    """A measured value as the report prints it (4 decimals)."""
+    return f"{value:.4f}"
+
+
+def percent(value: float) -> str:
+    """A relative change in percent as the report prints it (signed, 1 decimal)."""
+    return f"{value:+.1f} %"
+
+
+def _mean_std(cell: Mapping[str, float] | None) -> str:
+    if cell is None:
+        return "undefined (the features do not vary over the images)"
+    return f"{number(cell['mean'])} ± {number(cell['std'])}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _title(variant: str) -> str:
+    return VARIANT_TITLES.get(variant, variant)
+
+
+def _metrics_table(summary: Mapping[str, Any], baseline: Mapping[str, float] | None) -> list[str]:
+    metrics = [m for m in METRICS if any(m in row for row in summary.values())]
+    header = ["variant", *(METRICS[m][0] + (" ↑" if METRICS[m][1] else " ↓") for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, row in summary.items():
+        cells = [_mean_std(row[m]) if m in row else "–" for m in metrics]
+        lines.append(f"| {_title(variant)} | " + " | ".join(cells) + " |")
+    if baseline:
+        cells = [number(baseline[m]) if m in baseline else "–" for m in metrics]
+        lines.append("| average training depth map (baseline) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _headline(results: Mapping[str, Any]) -> list[str]:
+    comparison = results["comparisons"].get("mesa_vs_masked")
+    if not comparison or "rmse" not in comparison:
+        return ["MeSa vs masked-only: not measured (both variants are needed)."]
+    summary, rmse = results["summary"], comparison["rmse"]
+    claims = results["claims"]
+    lines = [
+        f"- **RMSE**: MeSa {_mean_std(summary['mesa']['rmse'])}, masked-only {_mean_std(summary['masked']['rmse'])}:"
+        f" {percent(rmse['relative_change_percent'])} ({rmse['verdict']}; seed spread {number(rmse['seed_spread'])})."
+        f" The paper: {percent(claims['rmse']['paper_change_percent'])} on NYUv2."
+        f" {_sentence(claims['rmse']['statement'])}.",
+    ]
+    cka = results["cka"]
+    if "mesa" in cka and "masked" in cka and "cka" in claims:
+        lines.append(
+            "- **CKA of the last stage's blocks** (pre-trained vs fine-tuned encoder; the higher, the less it "
+            f"changed): MeSa "
+            f"{_mean_std(cka['mesa']['last_stage'])}, masked-only {_mean_std(cka['masked']['last_stage'])} "
+            f"({claims['cka']['verdict']}). The paper: MeSa's later layers change less in fine-tuning (higher CKA). "
+            f"{_sentence(claims['cka']['statement'])}."
+        )
+    ood = results["comparisons"].get("mesa_vs_masked_ood", {}).get("rmse")
+    if ood:
+        lines.append(f"- **RMSE out of distribution**: {percent(ood['relative_change_percent'])} ({ood['verdict']}).")
+    return lines
+
+
+def _budget_table(settings: Mapping[str, Any]) -> list[str]:
+    lines = ["| variant | " + " | ".join(STAGE_COLUMNS) + " |", "|---|" + "---|" * len(STAGE_COLUMNS)]
+    for variant, budget in settings["budget"].items():
+        cells = [str(budget[s]) if s in budget else "–" for s in STAGE_COLUMNS]
+        lines.append(f"| {_title(variant)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _runs_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| variant | seed | RMSE | AbsRel | last-stage CKA | wall time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        metrics = run["metrics"]
+        lines.append(
+            f"| {_title(run['variant'])} | {run['seed']} | {number(metrics['rmse'])} | {number(metrics['abs_rel'])} "
+            f"| {'undefined' if run['cka_last_stage'] is None else number(run['cka_last_stage'])} "
+            f"| {run['wall_time_s']} |"
+        )
+    return lines
+
+
+def render_report(results: Mapping[str, Any]) -> str:
+    """``report.md`` of `results` (the content of ``results.json``)."""
+    settings = results["settings"]
+    seeds = ", ".join(str(s) for s in settings["seeds"])
+    lines = [
+        "# MeSa ablation: pre-training variants at an equal budget",
+        "",
+        f"Preset `{settings['preset']}`, recipe `{settings['recipe']}`, seeds {seeds}; every variant pre-trains "
+        f"{settings['pretrain_updates']} updates in total, then fine-tunes {settings['finetune_updates']} updates "
+        f"and is evaluated on the same held-out set ({settings['eval']}). Wall time of the runs: "
+        f"{results['wall_time_s']} s.",
+        "",
+        "## MeSa vs masked-only",
+        "",
+        *_headline(results),
+        "",
+        "## Held-out results (mean ± std over seeds)",
+        "",
+        *_metrics_table(results["summary"], results.get("baseline")),
+        "",
+        f"![metrics]({FIGURES['metrics']})",
+        "",
+    ]
+    if results.get("ood_summary"):
+        lines += [
+            f"## Out of distribution ({settings['ood_eval']})",
+            "",
+            *_metrics_table(results["ood_summary"], None),
+            "",
+        ]
+    lines += [
+        "## Layer-wise CKA between each variant's pre-trained and fine-tuned encoder",
+        "",
+        "Linear CKA (minibatch, unbiased HSIC) of every Swin-V2 block's output on "
+        f"{settings['cka_images']} held-out images; for `from scratch`, the initial weights are the pre-trained "
+        "encoder.",
+        "",
+        f"![CKA per layer]({FIGURES['cka']})",
+        "",
+        "## Training loss per stage",
+        "",
+        f"![training loss]({FIGURES['loss_curves']})",
+        "",
+        "## Budget (optimizer updates per stage) and data",
+        "",
+        *_budget_table(settings),
+        "",
+        *(f"- {stage}: {data}" for stage, data in settings["data"].items()),
+        "",
+        "## Runs",
+        "",
+        *_runs_table(results["runs"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def _colors(variants: Sequence[str]) -> dict[str, Any]:
+    from mesa_hf.analysis.plotting import _pyplot
+
+    cmap = _pyplot().get_cmap("tab10")
+    return {v: cmap(i % 10) for i, v in enumerate(variants)}
+
+
+def plot_metrics(results: Mapping[str, Any], path: Path) -> Path:
+    """Bar chart: one panel per metric, one bar per variant (mean, error bar = std over seeds), the baseline
+    dashed."""
+    from mesa_hf.analysis.plotting import _pyplot
+
+    plt = _pyplot()
+    summary, baseline = results["summary"], results.get("baseline") or {}
+    metrics = [m for m in FIGURE_METRICS if all(m in row for row in summary.values())]
+    variants = list(summary)
+    colors = _colors(variants)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        means = [summary[v][metric]["mean"] for v in variants]
+        stds = [summary[v][metric]["std"] for v in variants]
+        ax.bar(range(len(variants)), means, yerr=stds, capsize=4, color=[colors[v] for v in variants])
+        if metric in baseline:
+            ax.axhline(baseline[metric], color="black", linestyle="--", linewidth=1, label="average depth map")
+            ax.legend(fontsize=7, loc="lower right")
+        name, higher = METRICS[metric]
+        ax.set_title(f"{name} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+        ax.set_xticks(range(len(variants)), [_title(v).split(" (")[0] for v in variants], rotation=30, ha="right")
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Held-out metrics, mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_cka(results: Mapping[str, Any], path: Path) -> Path:
+    """Per-layer CKA between pre-trained and fine-tuned encoder: one curve per variant (band = std over seeds)."""
+    from mesa_hf.analysis.plotting import _pyplot
+
+    plt = _pyplot()
+    cka = results["cka"]
+    colors = _colors(list(cka))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for variant, curve in cka.items():
+        x = np.arange(len(curve["layers"]))
+        mean = np.array([np.nan if v is None else v for v in curve["mean"]], dtype=float)
+        std = np.array([np.nan if v is None else v for v in curve["std"]], dtype=float)
+        ax.plot(x, mean, marker="o", color=colors[variant], label=_title(variant))
+        ax.fill_between(x, mean - std, mean + std, color=colors[variant], alpha=0.2)
+    layers = next(iter(cka.values()))["layers"] if cka else []
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("linear CKA (pre-trained vs fine-tuned)")
+    ax.set_title("How much each encoder layer changes in fine-tuning (higher = less)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_curves(results: Mapping[str, Any], path: Path) -> Path:
+    """Training loss per stage (one panel per stage, one line per run, coloured by variant)."""
+    from mesa_hf.analysis.plotting import _pyplot
+
+    plt = _pyplot()
+    runs = results["runs"]
+    stages = [s for s in STAGE_COLUMNS if any(r["stage"] == s for run in runs for r in run["stages"])]
+    colors = _colors(list(dict.fromkeys(run["variant"] for run in runs)))
+    fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(3.4 * max(len(stages), 1), 3.2), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        labelled = set()
+        for run in runs:
+            for record in run["stages"]:
+                history = record["loss_history"]
+                if record["stage"] != stage or not history:
+                    continue
+                x = (np.arange(len(history)) + 0.5) * record["global_step"] / len(history)
+                label = None if run["variant"] in labelled else _title(run["variant"]).split(" (")[0]
+                labelled.add(run["variant"])
+                ax.plot(
+                    x,
+                    history,
+                    color=colors[run["variant"]],
+                    linewidth=1,
+                    marker="o" if len(history) < 3 else None,
+                    label=label,
+                )
+        ax.set_title(stage, fontsize=9)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: Mapping[str, Any], folder: str | Path) -> dict[str, Path]:
+    """Write ``report.md`` and the figures into `folder`; returns their paths."""
+    folder = Path(folder)
+    paths = {
+        "metrics": plot_metrics(results, folder / FIGURES["metrics"]),
+        "cka": plot_cka(results, folder / FIGURES["cka"]),
+        "loss_curves": plot_loss_curves(results, folder / FIGURES["loss_curves"]),
+    }
+    report = folder / "report.md"
+    tmp = report.with_name("report.md.tmp")
+    tmp.write_text(render_report(results))
+    tmp.replace(report)
+    paths["report"] = report
+    return paths
+
+
+__all__ = [
+    "FIGURES",
+    "number",
+    "percent",
+    "plot_cka",
+    "plot_loss_curves",
+    "plot_metrics",
+    "render_report",
+    "write_report",
+]
