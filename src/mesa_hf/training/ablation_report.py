@@ -32,6 +32,8 @@ def percent(value: float) -> str:
 def _mean_std(cell: Mapping[str, float] | None) -> str:
     if cell is None:
         return "undefined (the features do not vary over the images)"
+    if cell["n"] < 2:
+        return number(cell["mean"])
     return f"{number(cell['mean'])} ± {number(cell['std'])}"
 
 
@@ -62,20 +64,25 @@ def _headline(results: Mapping[str, Any]) -> list[str]:
         return ["MeSa vs masked-only: not measured (both variants are needed)."]
     summary, rmse = results["summary"], comparison["rmse"]
     claims = results["claims"]
+    judged = (
+        rmse["verdict"]
+        if summary["mesa"]["rmse"]["n"] < 2
+        else (f"{rmse['verdict']}; seed spread {number(rmse['seed_spread'])}")
+    )
     lines = [
         f"- **RMSE**: MeSa {_mean_std(summary['mesa']['rmse'])}, masked-only {_mean_std(summary['masked']['rmse'])}:"
-        f" {percent(rmse['relative_change_percent'])} ({rmse['verdict']}; seed spread {number(rmse['seed_spread'])})."
-        f" The paper: {percent(claims['rmse']['paper_change_percent'])} on NYUv2."
-        f" {_sentence(claims['rmse']['statement'])}.",
+        f" {percent(rmse['relative_change_percent'])} ({judged}). The paper:"
+        f" {percent(claims['rmse']['paper_change_percent'])} on NYUv2. {_sentence(claims['rmse']['statement'])}.",
     ]
     cka = results["cka"]
-    if "mesa" in cka and "masked" in cka and "cka" in claims:
+    if "mesa" in cka and "masked" in cka:
+        verdict = claims["cka"]["verdict"] if "cka" in claims else "not compared"
+        statement = _sentence(claims["cka"]["statement"]) if "cka" in claims else "Not compared"
         lines.append(
             "- **CKA of the last stage's blocks** (pre-trained vs fine-tuned encoder; the higher, the less it "
-            f"changed): MeSa "
-            f"{_mean_std(cka['mesa']['last_stage'])}, masked-only {_mean_std(cka['masked']['last_stage'])} "
-            f"({claims['cka']['verdict']}). The paper: MeSa's later layers change less in fine-tuning (higher CKA). "
-            f"{_sentence(claims['cka']['statement'])}."
+            f"changed): MeSa {_mean_std(cka['mesa']['last_stage'])}, masked-only "
+            f"{_mean_std(cka['masked']['last_stage'])} ({verdict}). The paper: MeSa's later layers change less in "
+            f"fine-tuning (higher CKA). {statement}."
         )
     ood = results["comparisons"].get("mesa_vs_masked_ood", {}).get("rmse")
     if ood:
@@ -188,6 +195,11 @@ def plot_metrics(results: Mapping[str, Any], path: Path) -> Path:
         means = [summary[v][metric]["mean"] for v in variants]
         stds = [summary[v][metric]["std"] for v in variants]
         ax.bar(range(len(variants)), means, yerr=stds, capsize=4, color=[colors[v] for v in variants])
+        values = [*(m - d for m, d in zip(means, stds)), *(m + d for m, d in zip(means, stds))]
+        values += [baseline[metric]] if metric in baseline else []
+        low, high = min(values), max(values)
+        margin = 0.25 * (high - low) or 0.05 * abs(high) or 0.05
+        ax.set_ylim(max(low - margin, 0.0), high + margin)
         if metric in baseline:
             ax.axhline(baseline[metric], color="black", linestyle="--", linewidth=1, label="average depth map")
             ax.legend(fontsize=7, loc="lower right")
@@ -195,7 +207,7 @@ def plot_metrics(results: Mapping[str, Any], path: Path) -> Path:
         ax.set_title(f"{name} ({'higher' if higher else 'lower'} is better)", fontsize=9)
         ax.set_xticks(range(len(variants)), [_title(v).split(" (")[0] for v in variants], rotation=30, ha="right")
         ax.tick_params(labelsize=7)
-    fig.suptitle("Held-out metrics, mean ± std over seeds", fontsize=10)
+    fig.suptitle("Held-out metrics, mean ± std over seeds (y axes zoomed to the values)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -269,6 +281,7 @@ def plot_loss_curves(results: Mapping[str, Any], path: Path) -> Path:
 def write_report(results: Mapping[str, Any], folder: str | Path) -> dict[str, Path]:
     """Write ``report.md`` and the figures into `folder`; returns their paths."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics": plot_metrics(results, folder / FIGURES["metrics"]),
         "cka": plot_cka(results, folder / FIGURES["cka"]),
