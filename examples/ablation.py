@@ -22,10 +22,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mesa_hf.data.specs import load_dataset_spec, parse_dataset_spec
+from mesa_hf.data.specs import parse_dataset_spec
 from mesa_hf.training.ablation import DEFAULT_VARIANTS, FULL, QUICK, VARIANTS, AblationSettings, run_ablation
-from mesa_hf.training.cli import build_parser, is_main_process, setup_logging, training_overrides
-from mesa_hf.training.recipes import get_stage
+from mesa_hf.training.cli import (
+    build_parser,
+    is_main_process,
+    load_eval_dataset,
+    load_stage_dataset,
+    setup_logging,
+    training_overrides,
+)
 
 DEFAULT_OUTPUT = {False: "outputs/ablation", True: "outputs/ablation-quick"}
 PROTOCOL_OF_FORMAT = {"nyuv2": "nyuv2", "nyu_mat": "nyuv2", "nyu_sync": "nyuv2", "ibims1": "ibims1"}
@@ -103,12 +109,14 @@ def load_data(script: AblationArguments, run, folder) -> tuple[dict, dict]:
         spec = getattr(script, f"{stage}_dataset")
         if spec is None:
             continue
-        kind = get_stage(stage).dataset_kind
-        options = {}
-        if kind == "depth":
-            options = {k: v for k, v in (("file_list", script.file_list), ("splits_path", script.splits_path)) if v}
-        datasets[stage] = load_dataset_spec(
-            spec, kind, split=script.dataset_split, cache_dir=run.cache_dir, folder=folder, **options
+        datasets[stage] = load_stage_dataset(
+            stage,
+            spec,
+            run,
+            folder,
+            split=script.dataset_split,
+            file_list=script.file_list,
+            splits_path=script.splits_path,
         )
         specs[stage] = spec
     return datasets, specs
@@ -122,16 +130,11 @@ def main(argv=None) -> int:
     ood_protocol = _protocol(script.ood_eval_dataset, script.ood_eval_protocol, "ood_eval_dataset", parser)
     try:
         datasets, specs = load_data(script, run, folder)
-        eval_options = {"splits_path": script.splits_path} if script.splits_path else {}
         eval_dataset = ood_dataset = None
         if script.eval_dataset:
-            eval_dataset = load_dataset_spec(
-                script.eval_dataset, "depth", split="test", cache_dir=run.cache_dir, folder=folder, **eval_options
-            )
+            eval_dataset = load_eval_dataset(script.eval_dataset, run, folder, splits_path=script.splits_path)
         if script.ood_eval_dataset:
-            ood_dataset = load_dataset_spec(
-                script.ood_eval_dataset, "depth", split="test", cache_dir=run.cache_dir, folder=folder
-            )
+            ood_dataset = load_eval_dataset(script.ood_eval_dataset, run, folder)
         training = {
             k: v
             for k, v in training_overrides(flags).items()

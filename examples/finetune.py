@@ -21,10 +21,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mesa_hf.data.specs import load_dataset_spec
 from mesa_hf.training.cli import (
     build_parser,
     is_main_process,
+    load_eval_dataset,
+    load_stage_dataset,
     parse_arguments,
     print_results,
     push_from_main,
@@ -87,15 +88,17 @@ def main(argv=None) -> int:
     dataset = eval_dataset = None
     try:
         if not synthetic:
-            options = {k: v for k, v in (("file_list", script.file_list), ("splits_path", script.splits_path)) if v}
-            dataset = load_dataset_spec(
-                script.dataset, "depth", split=script.dataset_split, cache_dir=run.cache_dir, folder=folder, **options
+            dataset = load_stage_dataset(
+                "finetune",
+                script.dataset,
+                run,
+                folder,
+                split=script.dataset_split,
+                file_list=script.file_list,
+                splits_path=script.splits_path,
             )
         if script.eval_dataset:
-            options = {"splits_path": script.splits_path} if script.splits_path else {}
-            eval_dataset = load_dataset_spec(
-                script.eval_dataset, "depth", split="test", cache_dir=run.cache_dir, folder=folder, **options
-            )
+            eval_dataset = load_eval_dataset(script.eval_dataset, run, folder, splits_path=script.splits_path)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"finetune.py: error: {error}")
     settings = stage_settings(

@@ -19,10 +19,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from mesa_hf.data.specs import load_dataset_spec
 from mesa_hf.training.cli import (
     build_parser,
     is_main_process,
+    load_eval_dataset,
+    load_stage_dataset,
     parse_arguments,
     print_results,
     push_from_main,
@@ -95,21 +96,19 @@ def load_datasets(script: PretrainArguments, run, folder, specs, datasets, eval_
     for stage, spec in specs.items():
         if spec == "synthetic":
             continue
-        kind = get_stage(stage).dataset_kind
-        options = {}
-        if kind == "depth":
-            options = {k: v for k, v in (("file_list", script.file_list), ("splits_path", script.splits_path)) if v}
-        if kind == "video" and script.intrinsics:
-            options["intrinsics"] = tuple(script.intrinsics)
-        if kind == "video" and script.frame_offsets:
-            options["frame_offsets"] = tuple(script.frame_offsets)
-        datasets[stage] = load_dataset_spec(
-            spec, kind, split=script.dataset_split, cache_dir=run.cache_dir, folder=folder, **options
+        datasets[stage] = load_stage_dataset(
+            stage,
+            spec,
+            run,
+            folder,
+            split=script.dataset_split,
+            file_list=script.file_list,
+            splits_path=script.splits_path,
+            intrinsics=script.intrinsics,
+            frame_offsets=script.frame_offsets,
         )
-        if script.eval_dataset and kind != "images":
-            eval_datasets[stage] = load_dataset_spec(
-                script.eval_dataset, "depth", split="test", cache_dir=run.cache_dir, folder=folder
-            )
+        if script.eval_dataset and get_stage(stage).dataset_kind != "images":
+            eval_datasets[stage] = load_eval_dataset(script.eval_dataset, run, folder)
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,9 @@ The model is any ``transformers`` depth model whose ``forward(pixel_values)`` re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -127,12 +129,31 @@ def image_size(image: Any) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def load_checkpoint(checkpoint: str | Any, revision: str | None = None) -> tuple[torch.nn.Module, Any]:
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
+@contextmanager
+def load_report_held_back():
+    """While open, transformers' ``from_pretrained`` LOAD REPORT (missing / unexpected keys) is not logged; every
+    other transformers message passes."""
+    hf_logger = logging.getLogger("transformers.modeling_utils")
+    hf_logger.addFilter(_drop_load_report)
+    try:
+        yield
+    finally:
+        hf_logger.removeFilter(_drop_load_report)
+
+
+def load_checkpoint(
+    checkpoint: str | Any, revision: str | None = None, quiet: bool = False
+) -> tuple[torch.nn.Module, Any]:
     """(MeSaForDepthEstimation, MeSaImageProcessor) from a local checkpoint folder or a Hub model id (offline:
     from the Hugging Face cache; see `mesa_hf.hub.resolve_checkpoint`).
 
     Checkpoints of other MeSa objectives load too (the encoder is carried; a missing depth decoder is freshly
-    initialised), which is what layer-wise CKA of the encoder needs.
+    initialised), which is what layer-wise CKA of the encoder needs. `quiet` holds back transformers' load report
+    (for callers that compare encoders only and expect the decoder to be missing).
     """
     from mesa_hf import MeSaForDepthEstimation, MeSaImageProcessor
     from mesa_hf.hub import resolve_checkpoint
@@ -140,7 +161,11 @@ def load_checkpoint(checkpoint: str | Any, revision: str | None = None) -> tuple
     path = resolve_checkpoint(checkpoint, revision=revision)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not a checkpoint folder: no config.json")
-    model = MeSaForDepthEstimation.from_pretrained(path)
+    if quiet:
+        with load_report_held_back():
+            model = MeSaForDepthEstimation.from_pretrained(path)
+    else:
+        model = MeSaForDepthEstimation.from_pretrained(path)
     if (path / "preprocessor_config.json").is_file():
         processor = MeSaImageProcessor.from_pretrained(path)
     else:

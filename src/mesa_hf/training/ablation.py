@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .loop import process_state
 from .recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, PRETRAINING_ORDER, get_stage
 from .runner import StageResult, StageSettings, run_stage
 
@@ -164,6 +165,11 @@ class AblationSettings:
         if self.eval_dataset is None and "finetune" in self.datasets:
             raise ValueError("fine-tuning on real data needs a held-out eval_dataset (e.g. nyuv2:PATH)")
 
+    @property
+    def resolved_recipe(self) -> str:
+        """`recipe`, or ``"demo"`` when every stage trains on the synthetic world, else ``"paper"``."""
+        return self.recipe or ("demo" if not self.datasets else "paper")
+
     def budget(self, variant: str) -> dict[str, int]:
         """Updates per stage of `variant`, fine-tuning included."""
         return {**split_budget(VARIANTS[variant], self.pretrain_updates), "finetune": self.finetune_updates}
@@ -184,7 +190,7 @@ class AblationSettings:
             "pretrain_updates": self.pretrain_updates,
             "finetune_updates": self.finetune_updates,
             "preset": self.preset,
-            "recipe": self.recipe or ("demo" if not self.datasets else "paper"),
+            "recipe": self.resolved_recipe,
             "budget": {v: self.budget(v) for v in self.variants},
             "data": {s: self.data_of(s) for s in (*PRETRAINING_ORDER, "finetune")},
             "eval": self.eval_protocol or "synthetic held-out scenes",
@@ -193,12 +199,16 @@ class AblationSettings:
         }
 
 
+SETTINGS_NAME = "ablation_settings.json"
+
+
 def check_output_dir(settings: AblationSettings) -> None:
-    """A folder holding an earlier ablation is only reused with `resume` (and the same settings)."""
+    """A folder holding an earlier ablation is only reused with `resume` (and the same settings). Reads only, so
+    every process can check before any of them writes."""
     root = Path(settings.output_dir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"output_dir {root} is a file")
-    stamp = root / "ablation_settings.json"
+    stamp = root / SETTINGS_NAME
     described = settings.description()
     if stamp.is_file():
         if not settings.resume:
@@ -210,26 +220,12 @@ def check_output_dir(settings: AblationSettings) -> None:
         changed = sorted(k for k in described if k != "variants" and recorded.get(k) != described[k])
         if changed:
             raise ValueError(f"{root}: resuming with different settings ({', '.join(changed)}) than it was run with")
-    root.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(stamp, described)
 
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=False))
     os.replace(tmp, path)
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def _wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -245,7 +241,7 @@ def write_initial_model(folder: Path, preset: str, seed: int) -> Path:
 
     if (folder / "config.json").is_file():
         return folder
-    if _is_main_process():
+    if process_state().is_main_process:
         set_seed(seed)
         model, loading_info = load_stage_model("finetune", preset)
         _reset_new_convolutions(model, loading_info)
@@ -254,7 +250,7 @@ def write_initial_model(folder: Path, preset: str, seed: int) -> Path:
         model.save_pretrained(partial)
         stage_processor(preset, image_size_of(model.config)).save_pretrained(partial)
         os.replace(partial, folder)
-    _wait_for_everyone()
+    process_state().wait_for_everyone()
     return folder
 
 
@@ -290,27 +286,15 @@ def _cka_images(settings: AblationSettings, image_size: Sequence[int]) -> list[A
     return [dataset[i]["image"] for i in range(count)]
 
 
-def load_depth_model(folder: str | os.PathLike):
-    """A checkpoint folder of any stage as `MeSaForDepthEstimation` (a missing depth decoder freshly initialised,
-    without transformers' load report: only the encoder is compared) and its image processor."""
-    from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaImageProcessor
-
-    from .runner import _from_pretrained_quietly
-
-    model, _ = _from_pretrained_quietly(MeSaForDepthEstimation, str(folder), MeSaConfig.from_pretrained(folder))
-    return model, MeSaImageProcessor.from_pretrained(folder)
-
-
-def encoder_cka(pretrained: str | os.PathLike, finetuned: str | os.PathLike, images: Sequence[Any]) -> dict[str, Any]:
-    """Per-block linear CKA between the encoder of `pretrained` and of `finetuned` (same block, flattened
-    features), on `images` at the fine-tuned model's input size: ``{"layers": [...], "values": [...]}``. A block
-    whose features do not vary over the images (a collapsed representation) has no CKA: its value is None."""
+def encoder_cka(reference, tuned, processor, images: Sequence[Any]) -> dict[str, Any]:
+    """Per-block linear CKA between the encoder of the pre-trained model `reference` and of the fine-tuned model
+    `tuned` (same block, flattened features; `processor` prepares the images), on `images` at `tuned`'s input size:
+    ``{"layers": [...], "values": [...]}``. A block whose features do not vary over the images (a collapsed
+    representation) has no CKA: its value is None."""
     from mesa_hf.analysis.layerwise import layerwise_cka
 
     from .stage_data import image_size_of
 
-    reference, _ = load_depth_model(pretrained)
-    tuned, processor = load_depth_model(finetuned)
     matrices, names = layerwise_cka(
         reference,
         {"tuned": tuned},
@@ -342,15 +326,14 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
     returns (and writes) the run's ``result.json``. A finished run is read back, not re-run."""
     folder = Path(settings.output_dir) / variant / f"seed-{seed}"
     result_path = folder / RESULT_NAME
+    budget = settings.budget(variant)
     if result_path.is_file():
         recorded = json.loads(result_path.read_text())
-        if recorded.get("budget") == settings.budget(variant):
+        if recorded.get("budget") == budget:
             logger.info("%s seed %d: finished earlier, skipping", variant, seed)
             return {**recorded, "skipped": True}
-        raise ValueError(f"{result_path} was run with budget {recorded.get('budget')}, not {settings.budget(variant)}")
+        raise ValueError(f"{result_path} was run with budget {recorded.get('budget')}, not {budget}")
     started = time.perf_counter()
-    budget = settings.budget(variant)
-    recipe = settings.recipe or ("demo" if not settings.datasets else "paper")
     training = {**settings.training, "seed": seed}
     if settings.resume:
         training["resume_from_checkpoint"] = "latest"
@@ -358,7 +341,7 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
     def stage_settings(stage: str) -> StageSettings:
         return StageSettings(
             output_dir=folder / stage,
-            recipe=recipe,
+            recipe=settings.resolved_recipe,
             training={**training, "max_train_steps": budget[stage]},
             image_size=settings.image_size,
             backbone_overrides=settings.backbone_overrides,
@@ -387,18 +370,20 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
     )
     stages.append(_stage_record(finetuned, budget["finetune"], settings.data_of("finetune")))
 
-    record: dict[str, Any] = {}
-    if _is_main_process():
+    if process_state().is_main_process:
+        from mesa_hf.evaluation.inference import load_checkpoint
+
         from .stage_data import image_size_of
 
-        model = load_depth_model(folder / "finetune")[0]
+        model, processor = load_checkpoint(folder / "finetune")
         metrics = finetuned.eval_after
         if settings.eval_protocol is not None:
             metrics = _evaluate(model, settings.eval_dataset, settings.eval_protocol)
         ood = {}
         if settings.ood_eval_dataset is not None:
             ood = _evaluate(model, settings.ood_eval_dataset, settings.ood_eval_protocol)
-        cka = encoder_cka(pretrained, folder / "finetune", _cka_images(settings, image_size_of(model.config)))
+        reference = load_checkpoint(pretrained, quiet=True)[0]  # a masked stage has no depth decoder
+        cka = encoder_cka(reference, model, processor, _cka_images(settings, image_size_of(model.config)))
         record = {
             "variant": variant,
             "seed": seed,
@@ -415,7 +400,7 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
         if bad:
             raise ValueError(f"{variant} seed {seed}: non-finite held-out metrics {bad}")
         _write_json_atomic(result_path, record)
-    _wait_for_everyone()
+    process_state().wait_for_everyone()
     return json.loads(result_path.read_text())
 
 
@@ -549,18 +534,21 @@ def run_ablation(settings: AblationSettings) -> dict[str, Any]:
 
     settings.validate()
     root = Path(settings.output_dir)
-    if _is_main_process():
-        check_output_dir(settings)
-    _wait_for_everyone()
+    check_output_dir(settings)
+    process_state().wait_for_everyone()  # every process has checked before the main one writes the stamp
+    if process_state().is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(root / SETTINGS_NAME, settings.description())
+    process_state().wait_for_everyone()
     jobs = [(v, s) for v in settings.variants for s in settings.seeds]
     runs = []
-    for variant, seed in tqdm(jobs, desc="ablation", disable=not _is_main_process()):
+    for variant, seed in tqdm(jobs, desc="ablation", disable=not process_state().is_main_process):
         runs.append(run_variant(variant, seed, settings))
     results = build_results(settings, runs, sum(r["wall_time_s"] for r in runs))
-    if _is_main_process():
+    if process_state().is_main_process:
         _write_json_atomic(root / RESULTS_NAME, results)
         write_report(results, root)
-    _wait_for_everyone()
+    process_state().wait_for_everyone()
     return results
 
 

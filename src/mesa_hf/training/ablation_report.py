@@ -180,6 +180,15 @@ def _colors(variants: Sequence[str]) -> dict[str, Any]:
     return {v: cmap(i % 10) for i, v in enumerate(variants)}
 
 
+def _save_figure(fig, path: Path) -> Path:
+    from mesa_hf.analysis.plotting import _pyplot
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_metrics(results: Mapping[str, Any], path: Path) -> Path:
     """Bar chart: one panel per metric, one bar per variant (mean, error bar = std over seeds), the baseline
     dashed."""
@@ -208,10 +217,7 @@ def plot_metrics(results: Mapping[str, Any], path: Path) -> Path:
         ax.set_xticks(range(len(variants)), [_title(v).split(" (")[0] for v in variants], rotation=30, ha="right")
         ax.tick_params(labelsize=7)
     fig.suptitle("Held-out metrics, mean ± std over seeds (y axes zoomed to the values)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_cka(results: Mapping[str, Any], path: Path) -> Path:
@@ -234,10 +240,7 @@ def plot_cka(results: Mapping[str, Any], path: Path) -> Path:
     ax.set_ylabel("linear CKA (pre-trained vs fine-tuned)")
     ax.set_title("How much each encoder layer changes in fine-tuning (higher = less)", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_loss_curves(results: Mapping[str, Any], path: Path) -> Path:
@@ -272,10 +275,7 @@ def plot_loss_curves(results: Mapping[str, Any], path: Path) -> Path:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("training loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_report(results: Mapping[str, Any], folder: str | Path) -> dict[str, Path]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.specs import FolderOptions
+from ..data.specs import FolderOptions, load_dataset_spec
 from .arguments import MeSaTrainingArguments
 from .loop import process_state
 from .recipes import RECIPES, get_stage
@@ -139,6 +139,35 @@ def stage_settings(run: StageRunArguments, flags, skip_if_complete: bool, recipe
         skip_if_complete=skip_if_complete,
         **extra,
     )
+
+
+def load_stage_dataset(
+    stage: str,
+    spec: str,
+    run: StageRunArguments,
+    folder: FolderOptions,
+    split: str | None = None,
+    file_list: str | None = None,
+    splits_path: str | None = None,
+    intrinsics: typing.Sequence[float] | None = None,
+    frame_offsets: typing.Sequence[int] | None = None,
+):
+    """The training data of `stage` from `spec` (`load_dataset_spec` with the stage's data kind and the run's cache).
+    `file_list` and `splits_path` apply to depth stages, `intrinsics` and `frame_offsets` to video; None = unset."""
+    kind = get_stage(stage).dataset_kind
+    given: dict[str, Any] = {}
+    if kind == "depth":
+        given = {"file_list": file_list, "splits_path": splits_path}
+    elif kind == "video":
+        given = {"intrinsics": intrinsics, "frame_offsets": frame_offsets}
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v}
+    return load_dataset_spec(spec, kind, split=split, cache_dir=run.cache_dir, folder=folder, **options)
+
+
+def load_eval_dataset(spec: str, run: StageRunArguments, folder: FolderOptions, splits_path: str | None = None):
+    """A held-out depth dataset (its ``test`` split) from `spec`, in the run's cache."""
+    options = {"splits_path": splits_path} if splits_path else {}
+    return load_dataset_spec(spec, "depth", split="test", cache_dir=run.cache_dir, folder=folder, **options)
 
 
 def setup_logging(flags=None) -> None:

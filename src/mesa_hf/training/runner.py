@@ -140,19 +140,13 @@ def _apply_overrides(config: MeSaConfig, config_overrides: dict[str, Any], backb
         setattr(config.backbone_config, key, value)
 
 
-def _drop_load_report(record: logging.LogRecord) -> bool:
-    return "LOAD REPORT" not in str(record.msg)
-
-
 def _from_pretrained_quietly(model_class, name: str, config: MeSaConfig):
     """``from_pretrained(..., output_loading_info=True)`` with transformers' LOAD REPORT held back by a logging
     filter (the caller reports what is unexpected); every other transformers message passes."""
-    hf_logger = logging.getLogger("transformers.modeling_utils")
-    hf_logger.addFilter(_drop_load_report)
-    try:
+    from ..evaluation.inference import load_report_held_back
+
+    with load_report_held_back():
         return model_class.from_pretrained(name, config=config, output_loading_info=True)
-    finally:
-        hf_logger.removeFilter(_drop_load_report)
 
 
 def report_loading(stage: str, source: str, previous_stage: str | None, loading: dict[str, list[str]]) -> None:
