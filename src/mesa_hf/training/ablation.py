@@ -429,7 +429,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str
 def compare(summary: Mapping[str, Mapping[str, Mapping[str, float]]], variant: str, reference: str) -> dict[str, Any]:
     """`variant` vs `reference` per metric: difference of the means, relative change (percent of the reference),
     and the verdict: "better"/"worse" when the difference exceeds the sum of the two seed standard deviations,
-    "no difference" when it does not, "not measured" with one seed each (no spread to compare with)."""
+    "no difference" when it does not, "one seed: no spread to judge by" when either has a single seed."""
     out: dict[str, Any] = {}
     for metric, (_, higher_is_better) in METRICS.items():
         if metric not in summary.get(variant, {}) or metric not in summary.get(reference, {}):
@@ -456,14 +456,21 @@ def _spread_verdict(difference: float, spread: float, n: int, positive: str, neg
     return positive if difference > 0 else negative
 
 
+_STATEMENTS = {
+    "better": "agrees with the paper at this scale",
+    "worse": "the opposite of the paper at this scale",
+    "no difference": "no difference at this scale: the paper's claim is not reproduced",
+}
+
+
+def _statement(verdict: str) -> str:
+    """What a verdict ("better" = in the paper's direction) says about the paper's claim."""
+    return _STATEMENTS.get(verdict, "not judged (one seed)")
+
+
 def paper_claims(mesa_vs_masked: Mapping[str, Any], cka: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the measured MeSa vs masked-only differences agree with the paper's two claims: lower RMSE, and
     higher CKA (less change in fine-tuning) in the last stage's blocks. Statements hold no numbers."""
-    statements = {
-        "better": "agrees with the paper at this scale",
-        "worse": "the opposite of the paper at this scale",
-        "no difference": "no difference at this scale: the paper's claim is not reproduced",
-    }
     claims: dict[str, Any] = {}
     rmse = mesa_vs_masked.get("rmse")
     if rmse:
@@ -471,7 +478,7 @@ def paper_claims(mesa_vs_masked: Mapping[str, Any], cka: Mapping[str, Any]) -> d
             "paper_change_percent": PAPER_RMSE_CHANGE_PERCENT,
             "measured_change_percent": rmse["relative_change_percent"],
             "verdict": rmse["verdict"],
-            "statement": statements.get(rmse["verdict"], "not judged (one seed)"),
+            "statement": _statement(rmse["verdict"]),
         }
     if cka.get("mesa", {}).get("last_stage") and cka.get("masked", {}).get("last_stage"):
         a, b = cka["mesa"]["last_stage"], cka["masked"]["last_stage"]
@@ -481,9 +488,7 @@ def paper_claims(mesa_vs_masked: Mapping[str, Any], cka: Mapping[str, Any]) -> d
             "difference": difference,
             "seed_spread": spread,
             "verdict": verdict,
-            "statement": {"higher": statements["better"], "lower": statements["worse"]}.get(
-                verdict, statements["no difference"] if verdict == "no difference" else "not judged (one seed)"
-            ),
+            "statement": _statement({"higher": "better", "lower": "worse"}.get(verdict, verdict)),
         }
     return claims
 
