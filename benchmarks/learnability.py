@@ -1,19 +1,22 @@
 """How fast the demo model learns depth on the synthetic world, against a convolutional peer of the same size.
 
-Both models are trained from scratch with the same data, loss, optimiser and number of updates:
+The models are trained from scratch with the same data, loss, optimiser and number of updates:
 
   * ``mesa``: `MeSaForDepthEstimation` with the ``demo`` preset (Swin-V2, 4 stages of 32/64/128/256 channels,
-    the multiscale decoder and depth head);
+    the multiscale decoder with its convolutional image branch, and the depth head);
+  * ``mesa_no_image_branch``: the same without the decoder's image branch (``decoder_image_branch=False``);
   * ``resnet``: transformers' `ResNetBackbone` with the same four stage widths (basic blocks, depths 1/1/2/1),
-    feeding the same `MeSaMultiScaleDecoder` and `MeSaDepthHead` built from the same config.
+    feeding the same `MeSaMultiScaleDecoder` (with the image branch) and `MeSaDepthHead` built from the same config.
 
 Data: the supervised stage's synthetic training world (512 views, seed 13, 96x128) through the supervised stage's
 training transform; held-out: the 48 held-out scenes (seed 1000) that the main job reports. Loss SiLog (lambda
-0.5), AdamW (lr 1e-3, weight decay 0.05, no layer decay), constant learning rate, batch 8. Reported per model:
+0.5), AdamW (weight decay 0.05, no layer decay), the supervised demo recipe's learning rate (MIM-Depth's poly ramp
+up and down, 1e-3 peak, 3e-5 floor), batch 8. Reported per model:
 held-out AbsRel and median-scaled AbsRel, the "average training depth map" baseline's, the last 50 updates' mean
 training loss, seconds per update, and the ratios resnet / mesa. Numbers are from this run only.
 
     python benchmarks/learnability.py               # 600 updates per model (about 10 minutes on 2 cores)
+    python benchmarks/learnability.py --models mesa mesa_no_image_branch
     python benchmarks/learnability.py --steps 100   # a quick look
 """
 
@@ -33,6 +36,7 @@ from transformers.modeling_outputs import DepthEstimatorOutput
 from mesa_hf import MeSaConfig, MeSaForDepthEstimation
 from mesa_hf.losses import silog_loss
 from mesa_hf.modeling_mesa import MeSaDepthHead, MeSaMultiScaleDecoder
+from mesa_hf.training.optimization import mim_depth_learning_rate
 from mesa_hf.training.recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, get_stage
 from mesa_hf.training.stage_data import (
     SeededTransformDataset,
@@ -67,17 +71,32 @@ class ResNetDepthPeer(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> DepthEstimatorOutput:
         features = list(self.backbone(pixel_values).feature_maps)
-        depth = self.depth_head(self.decoder(features))
+        depth = self.depth_head(self.decoder(features, pixel_values=pixel_values))
         return DepthEstimatorOutput(predicted_depth=depth)
 
 
+MODELS = {
+    "mesa": MeSaForDepthEstimation,
+    "mesa_no_image_branch": lambda config: MeSaForDepthEstimation(
+        MeSaConfig.from_dict({**config.to_dict(), "decoder_image_branch": False})
+    ),
+    "resnet": ResNetDepthPeer,
+}
+
+
 def train_and_evaluate(model: nn.Module, train_rows, eval_loader, steps: int, seed: int) -> dict[str, float]:
-    """`steps` AdamW updates of SiLog on batches of 8, then the held-out metrics and the timing."""
+    """`steps` AdamW updates of SiLog on batches of 8 (MIM-Depth's schedule over `steps`), then the held-out metrics
+    and the timing."""
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         train_rows, batch_size=8, shuffle=True, drop_last=True, collate_fn=stack_collator, generator=generator
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    recipe = get_stage("supervised").demo
+    peak, floor = recipe["learning_rate"], recipe["min_learning_rate"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.05)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: mim_depth_learning_rate(done + 1, steps, peak, floor) / peak
+    )
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
@@ -90,6 +109,7 @@ def train_and_evaluate(model: nn.Module, train_rows, eval_loader, steps: int, se
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
             if len(losses) % 100 == 0:
                 print(f"  {type(model).__name__}: update {len(losses)}, loss {sum(losses[-100:]) / 100:.4f}")
@@ -113,6 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=600, help="updates per model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="datasets cache (default: a temporary folder)")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="models to train")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
@@ -130,9 +151,9 @@ def main(argv=None) -> int:
         baseline = evaluate_constant_map(mean_depth_map(baseline_rows), eval_loader, max_depth=config.max_depth)
 
         results = {}
-        for name, build in (("mesa", MeSaForDepthEstimation), ("resnet", ResNetDepthPeer)):
+        for name in args.models:
             torch.manual_seed(args.seed)
-            model = build(config)
+            model = MODELS[name](config)
             for module in [model.decoder, model.depth_head]:  # the demo recipe's init of new decoder convolutions
                 for conv in module.modules():
                     if isinstance(conv, nn.Conv2d):
@@ -142,6 +163,12 @@ def main(argv=None) -> int:
             print(f"{name}: training {args.steps} updates")
             results[name] = train_and_evaluate(model, train_rows, eval_loader, args.steps, args.seed)
 
+    ratios = {}
+    if "resnet" in results and "mesa" in results:
+        ratios["ratio_resnet_over_mesa"] = {
+            k: results["resnet"][k] / results["mesa"][k]
+            for k in ("median_scaled_abs_rel", "train_loss_last_50", "seconds_per_update")
+        }
     report = {
         "steps": args.steps,
         "seed": args.seed,
@@ -152,10 +179,7 @@ def main(argv=None) -> int:
         },
         "average_depth_map": {k: baseline[k] for k in ("abs_rel", "median_scaled_abs_rel", "d1")},
         **results,
-        "ratio_resnet_over_mesa": {
-            k: results["resnet"][k] / results["mesa"][k]
-            for k in ("median_scaled_abs_rel", "train_loss_last_50", "seconds_per_update")
-        },
+        **ratios,
     }
     print(json.dumps(report, indent=1))
     return 0

@@ -189,7 +189,7 @@ def test_cka_writes_csv_and_png(tmp_path, capsys):
     changed = tiny_depth_model(seed=0)
     with torch.no_grad():  # "fine-tune" only the last stage: earlier layers keep CKA 1
         for parameter in changed.backbone.encoder.layers[-1].parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
+            parameter.add_(2.0 * torch.randn_like(parameter))
     paths = []
     for name, model in (("pretrained", reference), ("finetuned", changed)):
         model.save_pretrained(tmp_path / name)

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 
 from mesa_hf.data.synthetic import (
+    CEILING_FACE,
+    FLOOR_FACE,
+    FLOOR_TILE_SIZE,
+    TEXEL_SIZE,
+    WALL_FACES,
     default_intrinsics,
     empty_room,
     look_pose,
+    make_room,
     render,
     synthetic_clip,
     synthetic_depth_dataset,
@@ -38,6 +44,35 @@ def test_floor_depth_is_analytic():
     np.testing.assert_allclose(depth[floor_rows, w // 2], expected, rtol=1e-5)
     ceiling_rows = rows[rows < k[1, 2] - 2]
     np.testing.assert_allclose(depth[ceiling_rows, 10], 1.5 * k[1, 1] / (k[1, 2] - ceiling_rows), rtol=1e-5)
+
+
+def test_rooms_carry_metric_texture_floor_tiles_and_one_wall_paint():
+    for seed in range(4):
+        room = make_room(seed)
+        np.testing.assert_array_equal(room.texel_scale, 1 / TEXEL_SIZE)  # one metric texture scale everywhere
+        assert room.pattern_index[FLOOR_FACE] == len(room.patterns) - 1  # the floor tiles
+        assert (room.pattern_index[np.arange(len(room.pattern_index)) != FLOOR_FACE] < len(room.patterns) - 1).all()
+        walls = room.colours[list(WALL_FACES)]
+        assert (walls == walls[0]).all()
+        ceiling = room.colours[CEILING_FACE]
+        assert (ceiling == ceiling[:, :1]).all() and ceiling.min() > 0.6  # light grey
+        assert room.colours[FLOOR_FACE, 0].max() <= 0.6
+    assert abs(FLOOR_TILE_SIZE - 0.64) < 1e-12
+
+
+def test_floor_grout_lines_lie_every_tile_size_along_the_floor():
+    # a camera 1.5 m up looking straight down: the floor image is a scaled copy of the tile pattern, so the dark
+    # grout columns repeat every FLOOR_TILE_SIZE metres = FLOOR_TILE_SIZE * fx / 1.5 pixels
+    room = empty_room((20.0, 3.0, 20.0))
+    h, w = 120, 160
+    k = default_intrinsics(h, w)
+    image, depth = render(room, look_pose([10.0, 1.5, 10.0], pitch=-np.pi / 2 + 1e-6), k, h, w)
+    np.testing.assert_allclose(depth, 1.5, rtol=1e-4)
+    columns = image.astype(np.float64).mean(axis=(0, 2))
+    dark = columns < 0.5 * np.median(columns)
+    starts = np.flatnonzero(dark[1:] & ~dark[:-1]) + 1
+    assert len(starts) >= 2
+    np.testing.assert_allclose(np.diff(starts), FLOOR_TILE_SIZE * k[0, 0] / 1.5, atol=1.5)
 
 
 def bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -129,3 +129,33 @@ def test_base_model_is_the_swinv2_encoder(model_class):
     model = model_class(MeSaConfig.from_preset("test"))
     assert model.base_model_prefix == "backbone"
     assert model.base_model is model.backbone and isinstance(model.backbone, Swinv2Backbone)
+
+
+def test_image_branch_adds_stride_4_and_8_maps_and_round_trips(tmp_path):
+    model = tiny_depth_model(decoder_type="multiscale", decoder_image_branch=True)
+    branch = model.decoder.image_branch
+    pixel_values = torch.randn(2, 3, 50, 70)  # padded to 64 x 96 inside
+    with torch.no_grad():
+        stride4, stride8 = branch(model._pad_to_stride(pixel_values))
+        depth = model(pixel_values).predicted_depth
+    channels = model.config.stage_channels
+    assert stride4.shape == (2, channels[0], 16, 24) and stride8.shape == (2, channels[1], 8, 12)
+    assert depth.shape == (2, 50, 70) and torch.isfinite(depth).all()
+    # the branch takes part: zeroing its last convolution changes the prediction
+    with torch.no_grad():
+        branch.stride8[0].weight.zero_()
+        assert not torch.allclose(model(pixel_values).predicted_depth, depth)
+    model.save_pretrained(tmp_path)
+    loaded = MeSaForDepthEstimation.from_pretrained(tmp_path).eval()
+    assert loaded.config.decoder_image_branch and loaded.decoder.image_branch is not None
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values).predicted_depth, model(pixel_values).predicted_depth)
+    with pytest.raises(ValueError, match="pass pixel_values"):
+        model.decoder(model.encode(model._pad_to_stride(pixel_values))[0])
+
+
+def test_image_branch_needs_the_multiscale_decoder():
+    with pytest.raises(ValueError, match="decoder_image_branch needs decoder_type='multiscale'"):
+        MeSaConfig.from_preset("test", decoder_type="mim", decoder_image_branch=True)
+    assert MeSaConfig.from_preset("demo").decoder_image_branch
+    assert not MeSaConfig.from_preset("tiny").decoder_image_branch

@@ -48,6 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "decoder_type": "multiscale",
         "decoder_hidden_size": 32,
+        "decoder_image_branch": True,
     },
     # Unit-test size: runs a forward pass in milliseconds.
     "test": {
@@ -92,6 +93,9 @@ class MeSaConfig(PreTrainedConfig):
             four stages, FPN-style; learns far faster from scratch at small scale).
         num_deconv, num_filters, deconv_kernels: the MIM-Depth deconvolution decoder.
         decoder_hidden_size (`int`, *optional*): channels after the decoder's 3x3 conv; `None` = `embed_dim`.
+        decoder_image_branch (`bool`): with the multiscale decoder, a shallow convolutional branch on the input image
+            (`MeSaImageBranch`) whose stride-4 and stride-8 maps are added to the first two stage maps (the
+            `demo` preset: a Swin-V2 trained from scratch for minutes learns image detail slowly; docs/benchmarks.md).
         max_depth, min_depth (`float`): depth range in metres; the head predicts `sigmoid * max_depth` (default
             `depth_head_output`).
         depth_head_output (`str`): what the depth heads' sigmoid means. `"depth"` (default, MIM-Depth): depth /
@@ -121,6 +125,7 @@ class MeSaConfig(PreTrainedConfig):
     num_filters: list[int] | tuple[int, ...] = (32, 32, 32)
     deconv_kernels: list[int] | tuple[int, ...] = (2, 2, 2)
     decoder_hidden_size: int | None = None
+    decoder_image_branch: bool = False
     max_depth: float = 10.0
     min_depth: float = 1e-3
     depth_head_output: str = "depth"
@@ -170,6 +175,8 @@ class MeSaConfig(PreTrainedConfig):
             raise ValueError("backbone_config.use_absolute_embeddings=True is not supported by Swinv2Backbone")
         if self.decoder_type not in DECODER_TYPES:
             raise ValueError(f"decoder_type must be one of {DECODER_TYPES}, got {self.decoder_type!r}")
+        if self.decoder_image_branch and self.decoder_type != "multiscale":
+            raise ValueError(f"decoder_image_branch needs decoder_type='multiscale', got {self.decoder_type!r}")
         if len(self.num_filters) != self.num_deconv or len(self.deconv_kernels) != self.num_deconv:
             raise ValueError(
                 f"num_filters ({self.num_filters}) and deconv_kernels ({self.deconv_kernels}) need num_deconv="

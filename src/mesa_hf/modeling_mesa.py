@@ -86,6 +86,32 @@ class MeSaDepthDecoder(nn.Module):
         return (hidden, intermediate[::-1]) if return_intermediate else hidden
 
 
+class MeSaImageBranch(nn.Module):
+    """A shallow convolutional branch on the (normalised, stride-padded) input image: conv3x3-BN-ReLU at strides 2,
+    4 and 8, with the widths of the first two encoder stages. (B, 3, H, W) -> maps (B, C_1, H/4, W/4) and
+    (B, C_2, H/8, W/8), added to the encoder's first two stage maps by `MeSaMultiScaleDecoder`."""
+
+    def __init__(self, config: MeSaConfig):
+        super().__init__()
+        first, second = config.stage_channels[:2]
+
+        def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(),
+            )
+
+        self.stride4 = nn.Sequential(
+            conv_bn_relu(config.backbone_config.num_channels, first // 2), conv_bn_relu(first // 2, first)
+        )
+        self.stride8 = conv_bn_relu(first, second)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        stride4 = self.stride4(pixel_values)
+        return stride4, self.stride8(stride4)
+
+
 class MeSaMultiScaleDecoder(nn.Module):
     """FPN-style decoder fusing all four stages (top-down, x2 bilinear + lateral 1x1), then to full resolution.
 
@@ -105,6 +131,7 @@ class MeSaMultiScaleDecoder(nn.Module):
             nn.Conv2d(hidden, hidden, kernel_size=3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
         )
         self.upsample_factor = config.patch_size
+        self.image_branch = MeSaImageBranch(config) if config.decoder_image_branch else None
 
     @property
     def intermediate_channels(self) -> list[int]:
@@ -112,8 +139,17 @@ class MeSaMultiScaleDecoder(nn.Module):
         return [conv.out_channels for conv in self.lateral_convs[:-1]]
 
     def forward(
-        self, stage_features: list[torch.Tensor], return_intermediate: bool = False
+        self,
+        stage_features: list[torch.Tensor],
+        return_intermediate: bool = False,
+        pixel_values: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """`pixel_values` (B, 3, H, W): the encoder's input, needed (only) by `image_branch`."""
+        if self.image_branch is not None:
+            if pixel_values is None:
+                raise ValueError("this decoder has an image branch (config.decoder_image_branch): pass pixel_values")
+            stride4, stride8 = self.image_branch(pixel_values)
+            stage_features = [stage_features[0] + stride4, stage_features[1] + stride8, *stage_features[2:]]
         fused = self.lateral_convs[-1](stage_features[-1])
         intermediate = []
         for level in range(len(stage_features) - 2, -1, -1):
@@ -249,6 +285,12 @@ class MeSaPreTrainedModel(PreTrainedModel):
             for handle in handles:
                 handle.remove()
 
+    def _decode(self, stage_features: list[torch.Tensor], pixel_values: torch.Tensor, **kwargs):
+        """The depth decoder on the stage maps (the multiscale decoder also gets the input for its image branch)."""
+        if isinstance(self.decoder, MeSaMultiScaleDecoder):
+            kwargs["pixel_values"] = pixel_values
+        return self.decoder(stage_features, **kwargs)
+
     def encode(
         self,
         pixel_values: torch.Tensor,
@@ -307,10 +349,9 @@ class MeSaForDepthEstimation(MeSaPreTrainedModel):
         output_hidden_states, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         self._check_pixel_values(pixel_values)
         height, width = pixel_values.shape[-2:]
-        stage_features, hidden_states = self.encode(
-            self._pad_to_stride(pixel_values), output_hidden_states=output_hidden_states
-        )
-        predicted_depth = self.depth_head(self.decoder(stage_features))[:, :height, :width]
+        padded = self._pad_to_stride(pixel_values)
+        stage_features, hidden_states = self.encode(padded, output_hidden_states=output_hidden_states)
+        predicted_depth = self.depth_head(self._decode(stage_features, padded))[:, :height, :width]
 
         loss = None
         if labels is not None:
@@ -534,7 +575,7 @@ class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
         output_hidden_states, return_dict = self._output_flags(None, output_hidden_states, return_dict)
         self._check_pixel_values(pixel_values)
         stage_features, hidden_states = self.encode(pixel_values, output_hidden_states=output_hidden_states)
-        hidden, intermediate = self.decoder(stage_features, return_intermediate=True)
+        hidden, intermediate = self._decode(stage_features, pixel_values, return_intermediate=True)
         depth = self.depth_head(hidden)
         if source_pixel_values is None and target_image is None:  # depth only (inference)
             output = MeSaSelfSupervisedOutput(predicted_depth=depth, hidden_states=hidden_states)

@@ -7,6 +7,11 @@ stripes, tiles or checks), looked up bilinearly at the surface point's 2-D coord
 lambertian shading from a point light below the ceiling: colours are a deterministic function of the 3-D surface
 point, so they are identical from every view point (what photometric self-supervision needs).
 
+The rooms carry the monocular depth cues of real interiors: every texture has the same metric scale
+(`TEXEL_SIZE` metres per texel), so texture density in the image grows with distance; the floor is laid with
+square tiles (`FLOOR_TILE_SIZE`), whose grout lines converge in perspective; and surfaces look like what they are
+(one paint for the four walls, a light ceiling, a darker floor; furniture and pictures in random colours).
+
 :func:`render` casts one ray per pixel centre through a pinhole camera (OpenCV convention: camera x right, y down,
 z forward) and returns the RGB image and the exact **z-depth** (distance along the optical axis, the convention of
 depth maps). Rooms are 3.6–9 m × 2.5–3.2 m × 3.6–10 m, so depths span about 0.5–10 m like NYUv2. Cameras move on
@@ -31,6 +36,10 @@ from .columns import DEPTH_FEATURES, IMAGE_FEATURES, VIDEO_FEATURES
 
 TEXTURE_SIZE = 256
 NUM_ROOM_FACES = 6  # object ids 0..5: the room's faces -x, +x, floor (-y), ceiling (+y), -z, +z
+WALL_FACES, FLOOR_FACE, CEILING_FACE = (0, 1, 4, 5), 2, 3
+TEXEL_SIZE = 0.02  # metres per texel on every surface (one texture period: TEXTURE_SIZE x 2 cm = 5.12 m)
+FLOOR_TILES_PER_PERIOD = 8  # floor tiles of 5.12 m / 8 = 0.64 m
+FLOOR_TILE_SIZE = TEXTURE_SIZE * TEXEL_SIZE / FLOOR_TILES_PER_PERIOD
 
 
 @dataclass
@@ -39,7 +48,8 @@ class Room:
 
     Per object (the 6 room faces, then the boxes, then the spheres): ``pattern_index`` into ``patterns``
     (N, T, T) (the shared :func:`texture_bank`), ``colours`` (objects, 2, 3) the albedos the pattern mixes
-    (value 1 → first colour), ``texel_scale`` texels per metre, ``texel_offset`` (objects, 2) texels.
+    (value 1 → first colour), ``texel_scale`` (objects,) texels per metre (``1 / TEXEL_SIZE`` in generated
+    rooms), ``texel_offset`` (objects, 2) texels.
     ``light`` (3,) point-light position; ``camera_box`` (2, 3) the region cameras may occupy.
     """
 
@@ -98,12 +108,22 @@ def make_pattern(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarr
     return np.clip(0.8 * motif + 0.1 + 0.35 * fine, 0.0, 1.0).astype(np.float32)
 
 
+def make_floor_tiles(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A periodic floor-tile pattern (size, size) float32 in [0, 1]: `FLOOR_TILES_PER_PERIOD` square tiles per
+    period along each axis, separated by dark grout lines 5 % of a tile wide, each tile textured by value noise."""
+    u = np.arange(size, dtype=np.float32)[None, :] / size
+    v = np.arange(size, dtype=np.float32)[:, None] / size
+    n = FLOOR_TILES_PER_PERIOD
+    grout = ((u * n) % 1.0 < 0.05) | ((v * n) % 1.0 < 0.05)
+    return np.where(grout, 0.0, 0.55 + 0.45 * make_pattern(rng, size)).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=2)
 def texture_bank(num_textures: int = 48, seed: int = 1234, size: int = TEXTURE_SIZE) -> np.ndarray:
-    """The shared bank of scalar patterns (num_textures, size, size) that rooms draw from (each object then gets
-    its own two colours, texel scale and offset)."""
+    """The shared bank of scalar patterns (num_textures + 1, size, size) that rooms draw from (each object then
+    gets its own two colours and texel offset): `num_textures` random patterns, then the floor tiles (last)."""
     rng = np.random.default_rng(seed)
-    bank = np.stack([make_pattern(rng, size) for _ in range(num_textures)])
+    bank = np.stack([make_pattern(rng, size) for _ in range(num_textures)] + [make_floor_tiles(rng, size)])
     bank.setflags(write=False)
     return bank
 
@@ -162,9 +182,14 @@ def make_room(seed: int | np.random.Generator, num_spheres: int | None = None, f
     spheres_arr = np.array(spheres, dtype=np.float64).reshape(-1, 4)
     n_obj = NUM_ROOM_FACES + len(boxes_arr) + len(spheres_arr)
     patterns = texture_bank()
-    pattern_index = rng.integers(0, len(patterns), n_obj)
+    pattern_index = rng.integers(0, len(patterns) - 1, n_obj)
+    pattern_index[FLOOR_FACE] = len(patterns) - 1
     colours = np.stack([rng.uniform(0.15, 0.95, (n_obj, 3)), rng.uniform(0.03, 0.6, (n_obj, 3))], axis=1)
-    texel_scale = rng.uniform(1 / 0.03, 1 / 0.012, n_obj)  # 1.2–3 cm per texel
+    wall_paint, ceiling, floor = rng.uniform(0.55, 0.9, 3), rng.uniform(0.85, 0.95), rng.uniform(0.2, 0.6, 3)
+    colours[list(WALL_FACES)] = np.stack([wall_paint, 0.7 * wall_paint])
+    colours[CEILING_FACE] = np.array([[ceiling], [0.8 * ceiling]])  # grey
+    colours[FLOOR_FACE] = np.stack([floor, 0.35 * floor])
+    texel_scale = np.full(n_obj, 1 / TEXEL_SIZE)
     texel_offset = rng.uniform(0, TEXTURE_SIZE, (n_obj, 2))
     light = np.array([size[0] * rng.uniform(0.3, 0.7), size[1] - 0.3, size[2] * rng.uniform(0.3, 0.7)])
     camera_box = np.array([[margin, 1.1, margin], [size[0] - margin, 1.7, size[2] - margin]])

@@ -78,18 +78,19 @@ FULL = {"seeds": (0, 1), "pretrain_updates": 300, "finetune_updates": 200}
 
 def split_budget(stages: Sequence[str], total_updates: int) -> dict[str, int]:
     """Split `total_updates` optimizer updates over `stages` in proportion to their demo-recipe lengths (masked
-    120, geometric 120, supervised 350: MeSa's schedule, where the supervised stage is the longest), rounding by
-    largest remainder so the parts sum to `total_updates` exactly. No stages = no updates."""
+    120, geometric 120, supervised 500: MeSa's schedule, where the supervised stage is the longest): one update
+    each, then the rest in proportion, rounded by largest remainder, so the parts sum to `total_updates` exactly.
+    No stages = no updates."""
     stages = list(stages)
     if not stages:
         return {}
     if total_updates < len(stages):
         raise ValueError(f"{total_updates} pre-training updates cannot be split over {len(stages)} stages {stages}")
     weights = np.array([float(get_stage(s).demo["max_train_steps"]) for s in stages])
-    exact = total_updates * weights / weights.sum()
-    parts = np.maximum(np.floor(exact).astype(int), 1)
+    exact = (total_updates - len(stages)) * weights / weights.sum()
+    parts = 1 + np.floor(exact).astype(int)
     order = np.argsort(-(exact - np.floor(exact)), kind="stable")
-    for i in order[: max(total_updates - int(parts.sum()), 0)]:
+    for i in order[: total_updates - int(parts.sum())]:
         parts[i] += 1
     return {stage: int(n) for stage, n in zip(stages, parts)}
 
