@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mesa_hf.depth_png import DEPTH_PNG_SCALE_KEY, png_text_scale
+
 DEPTH_SCALES = {
     "png_mm": 0.001,
     "nyu": 0.001,
@@ -53,8 +55,6 @@ DEPTH_FORMATS = ("auto", *DEPTH_SCALES, "png", "sunrgbd", "nyu_disparity", "npy"
 
 INTEGER_DEPTH_SCALE = 0.001
 """Metres per unit assumed for integer depth (16-bit PNG, integer .npy) when neither the caller nor the file says."""
-DEPTH_PNG_SCALE_KEY = "depth_scale"
-"""PNG text chunk holding ``"<metres> m per unit"`` (written by ``mesa-hf predict``), read by the ``"auto"`` format."""
 
 NYU_DISPARITY_PARAMS = (351.3, 1092.5)
 NYU_DISPARITY_INVALID = 2047
@@ -198,16 +198,6 @@ def scale_to_metres(raw: np.ndarray, depth_scale: float) -> np.ndarray:
     return (np.asarray(raw, dtype=np.float64) * float(depth_scale)).astype(np.float32)
 
 
-def _png_text_scale(text: dict, source: str) -> float | None:
-    if DEPTH_PNG_SCALE_KEY not in text:
-        return None
-    try:
-        return float(str(text[DEPTH_PNG_SCALE_KEY]).split()[0])
-    except (ValueError, IndexError) as err:
-        value = text[DEPTH_PNG_SCALE_KEY]
-        raise ValueError(f"{source}: unreadable {DEPTH_PNG_SCALE_KEY!r} text chunk {value!r}") from err
-
-
 def read_depth_image(file, source: str) -> tuple[np.ndarray, float | None]:
     """A single-channel depth image (path or file object) as (stored values, metres per unit from its PNG
     ``depth_scale`` text chunk or None); 8-bit and colour images are rejected as not being depth maps."""
@@ -222,7 +212,7 @@ def read_depth_image(file, source: str) -> tuple[np.ndarray, float | None]:
             f"{source}: an 8-bit or colour image (PIL mode {mode!r}) is not a depth map; expected a 16-bit PNG "
             "(e.g. millimetres), a float TIFF or a .npy in metres"
         )
-    return raw, _png_text_scale(text, source)
+    return raw, png_text_scale(text, source)
 
 
 def depth_values_to_metres(

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from mesa_hf.depth_png import DEPTH_PNG_SCALE_KEY, depth_png_scale_text, png_text_scale
+
 DEPTH_PNG_SCALE = 0.001
 """Metres per unit of the 16-bit depth PNGs written here (1 unit = 1 mm; 0 = no depth; max 65.535 m)."""
-DEPTH_PNG_SCALE_KEY = "depth_scale"
 
 # NYU Depth V2 Kinect RGB camera (NYU toolbox camera_params.m) for 640x480 images.
 NYU_INTRINSICS_640x480 = (518.8579, 519.4696, 325.5824, 253.7362)
@@ -57,7 +58,7 @@ def save_depth_png16(path: str | Path, depth: np.ndarray, scale: float = DEPTH_P
     units = np.where(np.isfinite(depth) & (depth > 0), depth / scale, 0.0)
     units = np.clip(np.rint(units), 0, 65535).astype(np.uint16)
     info = PngImagePlugin.PngInfo()
-    info.add_text(DEPTH_PNG_SCALE_KEY, f"{scale:g} m per unit")
+    info.add_text(DEPTH_PNG_SCALE_KEY, depth_png_scale_text(scale))
     info.add_text("depth_zero", "no depth")
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(units).save(path, pnginfo=info)  # uint16 array -> mode "I;16"
@@ -77,16 +78,11 @@ def load_depth_png16(path: str | Path, default_scale: float | None = None) -> np
         units = np.asarray(im)
     if units.dtype not in (np.uint16, np.int32) and units.dtype != np.uint8:
         raise ValueError(f"{path}: expected a 16-bit depth PNG, got array dtype {units.dtype}")
-    if DEPTH_PNG_SCALE_KEY in text:
-        try:
-            scale = float(text[DEPTH_PNG_SCALE_KEY].split()[0])
-        except ValueError:
-            chunk = text[DEPTH_PNG_SCALE_KEY]
-            raise ValueError(f"{path}: unreadable {DEPTH_PNG_SCALE_KEY!r} text chunk {chunk!r}") from None
-    elif default_scale is not None:
+    scale = png_text_scale(text, path)
+    if scale is None:
+        if default_scale is None:
+            raise ValueError(f"{path}: no {DEPTH_PNG_SCALE_KEY!r} text chunk; pass default_scale (metres per unit)")
         scale = default_scale
-    else:
-        raise ValueError(f"{path}: no {DEPTH_PNG_SCALE_KEY!r} text chunk; pass default_scale (metres per unit)")
     return units.astype(np.float32) * np.float32(scale)
 
 
