@@ -36,7 +36,8 @@ from transformers.modeling_outputs import DepthEstimatorOutput
 from mesa_hf import MeSaConfig, MeSaForDepthEstimation
 from mesa_hf.losses import silog_loss
 from mesa_hf.modeling_mesa import MeSaDepthHead, MeSaMultiScaleDecoder
-from mesa_hf.training.optimization import mim_depth_learning_rate
+from mesa_hf.training.arguments import MeSaTrainingArguments
+from mesa_hf.training.optimization import build_lr_scheduler
 from mesa_hf.training.recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, get_stage
 from mesa_hf.training.stage_data import (
     SeededTransformDataset,
@@ -94,9 +95,10 @@ def train_and_evaluate(model: nn.Module, train_rows, eval_loader, steps: int, se
     recipe = get_stage("supervised").demo
     peak, floor = recipe["learning_rate"], recipe["min_learning_rate"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.05)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda done: mim_depth_learning_rate(done + 1, steps, peak, floor) / peak
+    schedule = MeSaTrainingArguments(
+        output_dir=tempfile.gettempdir(), learning_rate=peak, min_learning_rate=floor, lr_schedule="mim_depth"
     )
+    scheduler = build_lr_scheduler(optimizer, schedule, total_steps=steps)
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
