@@ -42,7 +42,6 @@ from mesa_hf.training.recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, get_stage
 from mesa_hf.training.stage_data import (
     SeededTransformDataset,
     build_eval_transform,
-    build_stage_transform,
     image_size_of,
     stack_collator,
     synthetic_dataset,
@@ -160,7 +159,7 @@ def main(argv=None) -> int:
                 for conv in module.modules():
                     if isinstance(conv, nn.Conv2d):
                         conv.reset_parameters()
-            transform = build_stage_transform("supervised", config, image_size)
+            transform = spec.training_transform(config, image_size)
             train_rows = SeededTransformDataset(train_set, transform, args.seed)
             print(f"{name}: training {args.steps} updates")
             results[name] = train_and_evaluate(model, train_rows, eval_loader, args.steps, args.seed)

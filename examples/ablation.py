@@ -13,7 +13,7 @@ figures (metrics, per-layer CKA, training loss).
         --ood_eval_dataset ibims1:/data/ibims1 --output_dir mesa-ablation
 
 Every training flag of examples/pretrain.py (learning rate, batch, precision...) applies to every stage; the
-number of updates of each stage is the ablation's budget. A thin wrapper over `mesa_hf.training.ablation`.
+number of updates of each stage is the ablation's budget. A thin wrapper over `mesa_hf.experiments.ablation`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesa_hf.data.specs import parse_dataset_spec
-from mesa_hf.training.ablation import DEFAULT_VARIANTS, FULL, QUICK, VARIANTS, AblationSettings, run_ablation
+from mesa_hf.experiments.ablation import DEFAULT_VARIANTS, FULL, QUICK, VARIANTS, AblationSettings, run_ablation
 from mesa_hf.training.cli import (
     build_parser,
     is_main_process,

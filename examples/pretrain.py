@@ -107,7 +107,7 @@ def load_datasets(script: PretrainArguments, run, folder, specs, datasets, eval_
             intrinsics=script.intrinsics,
             frame_offsets=script.frame_offsets,
         )
-        if script.eval_dataset and get_stage(stage).dataset_kind != "images":
+        if script.eval_dataset and get_stage(stage).eval_kind == "depth":
             eval_datasets[stage] = load_eval_dataset(script.eval_dataset, run, folder)
 
 

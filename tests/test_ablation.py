@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mesa_hf.training.ablation import (
+from mesa_hf.experiments.ablation import (
     DEFAULT_VARIANTS,
     VARIANTS,
     AblationSettings,
@@ -30,7 +30,8 @@ from mesa_hf.training.ablation import (
     paper_claims,
     split_budget,
 )
-from mesa_hf.training.ablation_report import FIGURES
+from mesa_hf.experiments.report import FIGURES
+from mesa_hf.experiments.variants import stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATION = ROOT / "examples" / "ablation.py"
@@ -190,7 +191,7 @@ def test_report_structure_figures_and_results(ablation):
         pretraining = {k: v for k, v in run["budget"].items() if k != "finetune"}
         assert sum(pretraining.values()) == (0 if run["variant"] == "scratch" else 6), run["budget"]
         assert run["budget"]["finetune"] == 4
-        assert [s["stage"] for s in run["stages"]] == [*VARIANTS[run["variant"]], "finetune"]
+        assert [s["stage"] for s in run["stages"]] == [*stage_names(run["variant"]), "finetune"]
         assert [s["global_step"] for s in run["stages"]] == [run["budget"][s["stage"]] for s in run["stages"]]
         assert all(0.0 <= v <= 1.0 for v in run["cka"]["values"]) and run["cka"]["layers"][0] == "embed"
         assert run["metrics"]["rmse"] > 0 and 0 <= run["metrics"]["d1"] <= 1

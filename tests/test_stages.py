@@ -14,13 +14,21 @@ from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaForMaskedImageModeli
 from mesa_hf.training import MeSaTrainingArguments
 from mesa_hf.training.recipes import (
     EXPECTED_LOADING_MESSAGES,
+    PROBE,
     STAGES,
     get_stage,
     hyperparameter_table,
     resolve_recipe,
     training_arguments,
 )
-from mesa_hf.training.runner import StageResult, StageSettings, load_stage_model, run_stage, run_stages
+from mesa_hf.training.runner import (
+    StageResult,
+    StageSettings,
+    load_stage_model,
+    prepare_stage_modules,
+    run_stage,
+    run_stages,
+)
 from mesa_hf.training.stage_data import stack_collator
 from mesa_hf.training.stage_eval import depth_metrics, eval_dataloader, evaluate_constant_map, mean_depth_map
 
@@ -208,6 +216,38 @@ def test_stage_folders_are_complete_and_record_the_stages(chained):
     assert [s["name"] for s in finetuned.stages] == ["masked", "geometric", "supervised", "finetune"]
     again = run_stage("finetune", str(folder), StageSettings(output_dir=root / "finetune", skip_if_complete=True))
     assert isinstance(again, StageResult) and again.skipped and again.global_step == 2
+
+
+def test_probe_freezes_the_encoder_and_draws_the_same_new_head_from_any_start(chained, caplog):
+    root, _ = chained
+    heads = {}
+    for start in ("masked", "supervised"):
+        probe_settings = settings(root / f"probe-{start}", max_train_steps=3, per_device_train_batch_size=4)
+        probe_settings.num_synthetic_samples = 16
+        with caplog.at_level(logging.INFO, logger="mesa_hf.training.runner"):
+            result = run_stage(PROBE, root / start, probe_settings)
+        assert result.stage == "probe" and result.global_step == 3
+        assert "abs_rel" in result.eval_after and "masked_loss" not in result.eval_after
+        trained = load_file(str(root / f"probe-{start}" / "model.safetensors"))
+        carried = load_file(str(root / start / "model.safetensors"))
+        encoder = [k for k in trained if k.startswith("backbone.encoder.")]
+        assert encoder and all(torch.equal(trained[k], carried[k]) for k in encoder)  # frozen: not one bit moved
+        assert not any("image_branch" in k for k in trained)  # the probe's head sees the encoder alone
+        heads[start] = MeSaForDepthEstimation.from_pretrained(root / f"probe-{start}")
+    assert not any("do not expect" in r.getMessage() for r in caplog.records)
+    # the fresh head is the same draw for both starts (the run's seed), so only the encoder differs
+    torch.manual_seed(0)
+    fresh = {}
+    for start in ("masked", "supervised"):
+        model, _ = load_stage_model(PROBE, root / start, PROBE.config_values("demo"))
+        prepare_stage_modules(model, PROBE, seed=42)
+        fresh[start] = model
+        assert not any(p.requires_grad for p in model.backbone.parameters())
+        assert all(p.requires_grad for p in model.decoder.parameters())
+    for (name, a), b in zip(
+        fresh["masked"].decoder.state_dict().items(), fresh["supervised"].decoder.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
 
 
 def test_run_stages_and_explicit_arguments(tmp_path):

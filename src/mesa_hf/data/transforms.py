@@ -30,6 +30,7 @@ from that generator, so a different quarter of the rows gets it in every epoch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -431,12 +432,12 @@ def build_transform(stage: str, **kwargs) -> Callable[[dict], dict]:
         **kwargs: the chosen class's arguments (e.g. ``crop_size=(480, 480)``, ``size=(192, 256)``,
             ``input_size=192``, ``seed=0``).
     """
-    if stage == "supervised":
-        return DepthTransform(train=True, **kwargs)
-    if stage == "eval":
-        return DepthTransform(train=False, **kwargs)
-    if stage == "geometric":
-        return VideoTransform(**kwargs)
-    if stage == "masked":
-        return MaskedImageTransform(**kwargs)
-    raise ValueError(f"unknown stage {stage!r}; expected one of {TRANSFORM_NAMES}")
+    builders: dict[str, Callable[..., Callable[[dict], dict]]] = {
+        "supervised": functools.partial(DepthTransform, train=True),
+        "eval": functools.partial(DepthTransform, train=False),
+        "geometric": VideoTransform,
+        "masked": MaskedImageTransform,
+    }
+    if stage not in builders:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {TRANSFORM_NAMES}")
+    return builders[stage](**kwargs)

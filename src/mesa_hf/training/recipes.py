@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..configuration_mesa import MeSaConfig
@@ -35,6 +36,7 @@ from ..modeling_mesa import (
     MeSaPreTrainedModel,
 )
 from .arguments import MeSaTrainingArguments
+from .stage_data import depth_training_transform, masked_training_transform, video_training_transform
 
 PRETRAINING_ORDER = ("masked", "geometric", "supervised")
 RECIPES = ("paper", "demo")
@@ -60,7 +62,8 @@ class StageSpec:
         name: registry key.
         model_class: the `MeSaPreTrainedModel` subclass trained in this stage.
         dataset_kind: ``"images"``, ``"video"`` or ``"depth"`` (columns in `mesa_hf.data.columns`).
-        transform_stage: the `mesa_hf.data.transforms.build_transform` stage of the training rows.
+        training_transform: ``fn(config, image_size, seed=None, **options)``, the transform of the training rows
+            (`mesa_hf.training.stage_data`).
         objective: one line for the model card.
         training: `MeSaTrainingArguments` defaults of the paper recipe, plus ``total_train_batch_size`` (the
             paper's batch over all processes and accumulation steps) and ``warmup_epochs``.
@@ -71,12 +74,22 @@ class StageSpec:
             ``min_learning_rate`` are per `lr_reference_batch` samples and scale with the total batch; None = the
             learning rate is fixed.
         synthetic_seed: seed of the stage's synthetic training world (held-out scenes use other seeds).
+        eval_kind: the kind of the held-out set (``"images"``: SimMIM loss, ``"depth"``: depth metrics).
+        headline_metric: the held-out metric the stage is judged by (summaries, model card notes).
+        eval_metrics: the held-out metrics kept (None = all of the evaluation's).
+        synthetic_options: `MeSaConfig` fields passed to the synthetic-world builder (e.g. the clip's frame offsets).
+        card_note: a note for the stage's model-card record, formatted with ``config`` (None = none).
+        baseline: the stage is compared with the average training depth map on its held-out set.
+        frozen: modules trained by nothing in this stage (their parameters get no gradient; a frozen backbone has no
+            stochastic depth, so its features are those of evaluation).
+        reinitialized: modules drawn anew when the stage starts, whatever the starting folder holds (PyTorch's
+            default init, from the run's seed: the same draw for every starting folder).
     """
 
     name: str
     model_class: type[MeSaPreTrainedModel]
     dataset_kind: str
-    transform_stage: str
+    training_transform: Callable[..., Any]
     objective: str
     training: dict[str, HyperParameter]
     config: dict[str, HyperParameter] = field(default_factory=dict)
@@ -84,6 +97,25 @@ class StageSpec:
     demo: dict[str, Any] = field(default_factory=dict)
     lr_reference_batch: int | None = None
     synthetic_seed: int = 0
+    eval_kind: str = "depth"
+    headline_metric: str = "abs_rel"
+    eval_metrics: tuple[str, ...] | None = None
+    synthetic_options: tuple[str, ...] = ()
+    card_note: str | None = None
+    baseline: bool = True
+    frozen: tuple[str, ...] = ()
+    reinitialized: tuple[str, ...] = ()
+
+    def config_values(self, recipe: str) -> dict[str, Any]:
+        """The `MeSaConfig` fields this stage sets at start-up under `recipe` (defaults, then the demo's)."""
+        values = {name: hp.value for name, hp in self.config.items()}
+        if recipe == "demo":
+            values.update(self.demo.get("config", {}))
+        return values
+
+    def backbone_values(self, recipe: str) -> dict[str, Any]:
+        """The Swin-V2 fields of the paper recipe (none for the demo recipe, which keeps the preset's)."""
+        return {name: hp.value for name, hp in self.backbone.items()} if recipe == "paper" else {}
 
 
 _SIMMIM = "SimMIM Swin-V2 config (microsoft/Swin-Transformer configs/simmim/*swinv2*_img192_window12_800ep)"
@@ -114,7 +146,7 @@ STAGES: dict[str, StageSpec] = {
         name="masked",
         model_class=MeSaForMaskedImageModeling,
         dataset_kind="images",
-        transform_stage="masked",
+        training_transform=masked_training_transform,
         objective="SimMIM masked image modelling (L1 on masked pixels)",
         training={
             "total_train_batch_size": HyperParameter(2048, _SIMMIM + ": 128 per GPU x 16 GPUs"),
@@ -152,12 +184,15 @@ STAGES: dict[str, StageSpec] = {
         },
         lr_reference_batch=512,
         synthetic_seed=11,
+        eval_kind="images",
+        headline_metric="masked_loss",
+        baseline=False,
     ),
     "geometric": StageSpec(
         name="geometric",
         model_class=MeSaForSelfSupervisedDepth,
         dataset_kind="video",
-        transform_stage="geometric",
+        training_transform=video_training_transform,
         objective="self-supervised depth from video (Monodepth2 photometric reprojection, auto-masking, smoothness)",
         training={
             "total_train_batch_size": HyperParameter(12, _MONODEPTH2 + ": batch_size 12 on one GPU"),
@@ -195,12 +230,18 @@ STAGES: dict[str, StageSpec] = {
             "config": {"pose_source": "dataset", "num_scales": 2},
         },
         synthetic_seed=12,
+        headline_metric="median_scaled_abs_rel",
+        # the stage learns depth up to scale: its metric numbers mean little
+        eval_metrics=("abs_rel", "rmse", "d1", "median_scaled_abs_rel", "median_scaled_rmse", "median_scaled_d1"),
+        synthetic_options=("frame_offsets",),
+        card_note="poses from the {config.pose_source}",
+        baseline=False,
     ),
     "supervised": StageSpec(
         name="supervised",
         model_class=MeSaForDepthEstimation,
         dataset_kind="depth",
-        transform_stage="supervised",
+        training_transform=depth_training_transform,
         objective="supervised depth regression (SiLog, lambda 0.5)",
         training=dict(_MIM_DEPTH_TRAINING),
         config={"silog_lambda": HyperParameter(0.5, _MIM_DEPTH + ": SiLogLoss")},
@@ -219,7 +260,7 @@ STAGES: dict[str, StageSpec] = {
         name="finetune",
         model_class=MeSaForDepthEstimation,
         dataset_kind="depth",
-        transform_stage="supervised",
+        training_transform=depth_training_transform,
         objective="fine-tuning on the target set (SiLog, lambda 0.5)",
         training=dict(_MIM_DEPTH_TRAINING),
         config={"silog_lambda": HyperParameter(0.5, _MIM_DEPTH + ": SiLogLoss")},
@@ -236,6 +277,35 @@ STAGES: dict[str, StageSpec] = {
     ),
 }
 
+
+# The frozen-encoder probe (Probe3D-style, El Banani et al. 2024): what a pre-training put into the encoder before
+# fine-tuning changes it. The encoder is frozen; the same small depth head (the decoder without its image branch,
+# drawn anew) trains for a fixed budget on the fine-tuning data and is scored on the held-out views.
+PROBE = StageSpec(
+    name="probe",
+    model_class=MeSaForDepthEstimation,
+    dataset_kind="depth",
+    training_transform=depth_training_transform,
+    objective="frozen-encoder depth probe (SiLog on a new depth head; encoder frozen)",
+    training=dict(_MIM_DEPTH_TRAINING),
+    config={
+        "silog_lambda": HyperParameter(0.5, _MIM_DEPTH + ": SiLogLoss"),
+        "decoder_image_branch": HyperParameter(False, "probe: depth from the encoder's features alone"),
+    },
+    backbone=dict(_MIM_DEPTH_BACKBONE),
+    demo={
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "min_learning_rate": 3e-5,
+        "lr_schedule": "mim_depth",
+        "max_train_steps": 100,
+        "num_samples": 384,
+    },
+    synthetic_seed=14,  # the fine-tuning world
+    baseline=False,
+    frozen=("backbone",),
+    reinitialized=("decoder", "depth_head"),
+)
 
 # Modules (`runner.module_names` of the keys) that transformers reports as newly initialised / not used when a
 # stage loads the previous stage's folder: expected, so logged as one line each. Anything else is shown in full.
@@ -257,13 +327,24 @@ EXPECTED_LOADING_MESSAGES: dict[tuple[str, str], dict[str, list[str]]] = {
     },
     ("geometric", "finetune"): {"newly_initialized": [], "unused": ["pose_network", "scale_heads"]},
 }
+# the probe starts from any pre-training's folder (None: the ablation's random initial weights); its head is drawn
+# anew and has no image branch, so a decoder's weights may be left unused
+_PROBE_UNUSED = ["backbone.embeddings.mask_token", "decoder", "mim_decoder", "pose_network", "scale_heads"]
+for _previous in (None, *PRETRAINING_ORDER, "finetune"):
+    EXPECTED_LOADING_MESSAGES[(_previous, PROBE.name)] = {
+        "newly_initialized": ["decoder", "depth_head"],
+        "unused": _PROBE_UNUSED,
+    }
 
 
-def get_stage(name: str) -> StageSpec:
-    """The registered stage `name` (``masked``, ``geometric``, ``supervised``, ``finetune``)."""
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
-    return STAGES[name]
+def get_stage(stage: str | StageSpec) -> StageSpec:
+    """The `StageSpec` of `stage`: a registered name (``masked``, ``geometric``, ``supervised``, ``finetune``), or
+    a spec (returned as it is). Public entry points call this once; the spec then travels."""
+    if isinstance(stage, StageSpec):
+        return stage
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    return STAGES[stage]
 
 
 def default_layer_decay(config: MeSaConfig) -> float:
@@ -371,7 +452,7 @@ def _batch_layout(
 
 
 def resolve_recipe(
-    stage: str,
+    stage: str | StageSpec,
     output_dir: str | os.PathLike,
     recipe: str = "paper",
     *,
@@ -407,10 +488,11 @@ def resolve_recipe(
     warmup_epochs = values.pop("warmup_epochs", None)
     scaling = spec.lr_reference_batch
     if recipe == "demo":
-        values.update({k: v for k, v in spec.demo.items() if k not in ("num_samples", "config", "image_size")})
+        argument_names = {f.name for f in fields(MeSaTrainingArguments)}
+        values.update({k: v for k, v in spec.demo.items() if k in argument_names})  # the rest describes the data
         paper_total, warmup_epochs, scaling = None, None, None
     per_device, accumulation = _batch_layout(
-        stage,
+        spec.name,
         num_processes,
         values["per_device_train_batch_size"],
         paper_total,
@@ -443,7 +525,7 @@ def resolve_recipe(
     args = MeSaTrainingArguments(output_dir=str(output_dir), **values)
     total_updates = args.max_train_steps or (args.num_train_epochs * per_epoch if per_epoch else None)
     resolved = ResolvedRecipe(
-        stage=stage,
+        stage=spec.name,
         recipe=recipe,
         num_processes=num_processes,
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -462,7 +544,7 @@ def resolve_recipe(
 
 
 def training_arguments(
-    stage: str,
+    stage: str | StageSpec,
     output_dir: str | os.PathLike,
     recipe: str = "paper",
     config: MeSaConfig | None = None,
@@ -478,6 +560,7 @@ __all__ = [
     "EXPECTED_LOADING_MESSAGES",
     "HELDOUT_SEED",
     "PRETRAINING_ORDER",
+    "PROBE",
     "RECIPES",
     "STAGES",
     "HyperParameter",

@@ -35,6 +35,7 @@ from .recipes import (
     EXPECTED_LOADING_MESSAGES,
     HELDOUT_SEED,
     ResolvedRecipe,
+    StageSpec,
     get_stage,
     resolve_recipe,
 )
@@ -42,7 +43,6 @@ from .stage_data import (
     PixelNormalization,
     SeededTransformDataset,
     build_eval_transform,
-    build_stage_transform,
     image_size_of,
     stack_collator,
     stage_processor,
@@ -155,7 +155,7 @@ def report_loading(stage: str, source: str, previous_stage: str | None, loading:
     missing, unused = list(loading.get("missing_keys") or []), list(loading.get("unexpected_keys") or [])
     if not (missing or unused):
         return
-    expected = EXPECTED_LOADING_MESSAGES.get((previous_stage, stage)) if previous_stage else None
+    expected = EXPECTED_LOADING_MESSAGES.get((previous_stage, stage))
     if (
         expected
         and set(module_names(missing)) <= set(expected["newly_initialized"])
@@ -182,7 +182,7 @@ def report_loading(stage: str, source: str, previous_stage: str | None, loading:
 
 
 def load_stage_model(
-    stage: str,
+    stage: str | StageSpec,
     model_name_or_path: str | os.PathLike | MeSaPreTrainedModel,
     config_overrides: dict[str, Any] | None = None,
     backbone_overrides: dict[str, Any] | None = None,
@@ -193,6 +193,7 @@ def load_stage_model(
     Returns the model and its loading info: ``newly_initialized`` and ``unused`` module names (empty for a preset).
     """
     spec = get_stage(stage)
+    stage = spec.name
     config_overrides, backbone_overrides = dict(config_overrides or {}), dict(backbone_overrides or {})
     if isinstance(model_name_or_path, MeSaPreTrainedModel):
         config = copy.deepcopy(model_name_or_path.config)
@@ -227,6 +228,21 @@ def load_stage_model(
         "unused": module_names(loading.get("unexpected_keys", [])),
     }
     return model, info
+
+
+def prepare_stage_modules(model: torch.nn.Module, spec: StageSpec, seed: int) -> None:
+    """`spec.reinitialized` modules drawn anew with PyTorch's default init (seeded by `seed`: the same draw whatever
+    the starting weights), then `spec.frozen` modules' parameters taken out of training."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for name in spec.reinitialized:
+        for module in getattr(model, name).modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    torch.random.set_rng_state(generator_state)
+    for name in spec.frozen:
+        getattr(model, name).requires_grad_(False)
 
 
 def _reset_new_convolutions(model: torch.nn.Module, loading_info: dict[str, list[str]]) -> list[str]:
@@ -271,18 +287,17 @@ def _recorded_result(output_dir: Path) -> StageResult:
     return StageResult(**{**{k: v for k, v in recorded.items() if k in names}, "skipped": True})
 
 
-def _synthetic_data(stage: str, settings: StageSettings, config: MeSaConfig, image_size, need_eval: bool):
+def _synthetic_data(spec: StageSpec, settings: StageSettings, config: MeSaConfig, image_size, need_eval: bool):
     """The stage's synthetic training world and its held-out scenes, built by the main process first (the others
     read the datasets cache), behind one progress bar."""
     from tqdm.auto import tqdm
 
-    spec = get_stage(stage)
     num = settings.num_synthetic_samples or spec.demo.get("num_samples", 256)
-    extra = {"frame_offsets": tuple(config.frame_offsets)} if spec.dataset_kind == "video" else {}
+    extra = {name: _as_option(getattr(config, name)) for name in spec.synthetic_options}
     state = process_state(bool(settings.training.get("use_cpu")))
     with state.main_process_first():
         bar = tqdm(
-            total=1 + need_eval, desc=f"{stage}: synthetic world", leave=False, disable=not state.is_main_process
+            total=1 + need_eval, desc=f"{spec.name}: synthetic world", leave=False, disable=not state.is_main_process
         )
         dataset = synthetic_dataset(
             spec.dataset_kind, num, image_size, spec.synthetic_seed, settings.cache_dir, **extra
@@ -290,27 +305,30 @@ def _synthetic_data(stage: str, settings: StageSettings, config: MeSaConfig, ima
         bar.update(1)
         eval_dataset = None
         if need_eval:
-            kind = "images" if spec.dataset_kind == "images" else "depth"
             eval_num = settings.num_eval_samples or DEMO_EVAL_SAMPLES
-            eval_dataset = synthetic_dataset(kind, eval_num, image_size, HELDOUT_SEED, settings.cache_dir)
+            eval_dataset = synthetic_dataset(spec.eval_kind, eval_num, image_size, HELDOUT_SEED, settings.cache_dir)
             bar.update(1)
         bar.close()
     description = f"synthetic world ({num} {spec.dataset_kind} rows, {image_size[0]}x{image_size[1]})"
     return dataset, eval_dataset, description
 
 
-def _eval_function(stage: str, loader, accelerator):
-    """``fn(model) -> metrics`` of the stage on the held-out loader (sharded over the processes)."""
-    if get_stage(stage).dataset_kind == "images":
-        return lambda model: evaluate_masked(model, loader, accelerator)
-    if stage == "geometric":
+def _as_option(value: Any) -> Any:
+    """A config value as a builder argument (lists become tuples: hashable, as the datasets cache needs)."""
+    return tuple(value) if isinstance(value, list) else value
 
-        def geometric_eval(model):
-            metrics = evaluate_depth(model, loader, accelerator)
-            return {k: v for k, v in metrics.items() if k.replace("median_scaled_", "") in ("abs_rel", "rmse", "d1")}
 
-        return geometric_eval
-    return lambda model: evaluate_depth(model, loader, accelerator)
+def _eval_function(spec: StageSpec, loader, accelerator):
+    """``fn(model) -> metrics`` of the stage on the held-out loader (sharded over the processes): the SimMIM loss
+    for an images set, else the depth metrics (only `spec.eval_metrics` when it names them)."""
+    evaluate = {"images": evaluate_masked, "depth": evaluate_depth}[spec.eval_kind]
+    kept = spec.eval_metrics
+
+    def stage_eval(model):
+        metrics = evaluate(model, loader, accelerator)
+        return metrics if kept is None else {k: v for k, v in metrics.items() if k in kept}
+
+    return stage_eval
 
 
 def average_depth_map_baseline(
@@ -330,11 +348,10 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
 
-def headline_metric(stage: str, metrics: dict[str, float]) -> str:
-    """The held-out metric a stage is judged by: SimMIM loss, median-scaled AbsRel (geometric) or AbsRel."""
-    if "masked_loss" in metrics or get_stage(stage).dataset_kind == "images":
-        return "masked_loss"
-    return "median_scaled_abs_rel" if stage == "geometric" else "abs_rel"
+def headline_metric(stage: str | StageSpec, metrics: dict[str, float]) -> str:
+    """The held-out metric `stage` is judged by (`StageSpec.headline_metric`: SimMIM loss, median-scaled AbsRel
+    or AbsRel); the SimMIM loss whenever `metrics` hold it."""
+    return "masked_loss" if "masked_loss" in metrics else get_stage(stage).headline_metric
 
 
 _CARD_PROTOCOL = "held-out scenes, no crop, valid 1e-3-10 m, metric (no scaling), no TTA"
@@ -383,7 +400,7 @@ def _finish_stage_folder(output_dir: Path, stages, stage_result: StageResult, mo
 
 
 def _resolve_arguments(
-    stage: str, settings: StageSettings, recipe: str, config: MeSaConfig, num_samples: int, num_processes: int
+    stage: StageSpec, settings: StageSettings, recipe: str, config: MeSaConfig, num_samples: int, num_processes: int
 ) -> tuple[MeSaTrainingArguments, ResolvedRecipe]:
     if settings.args is not None:
         args = dataclasses.replace(settings.args, output_dir=str(settings.output_dir), final_subdir="")
@@ -409,7 +426,7 @@ def _resolve_arguments(
 
 
 def run_stage(
-    stage: str,
+    stage: str | StageSpec,
     model_name_or_path: str | os.PathLike | MeSaPreTrainedModel,
     settings: StageSettings,
     dataset=None,
@@ -418,7 +435,8 @@ def run_stage(
     """Train one stage and write a complete checkpoint folder (on every process; the main process writes).
 
     Args:
-        stage: ``masked``, ``geometric``, ``supervised`` or ``finetune``.
+        stage: a `StageSpec`, or the name of a registered one (``masked``, ``geometric``, ``supervised``,
+            ``finetune``).
         model_name_or_path: a preset name (new weights), a previous stage's folder / Hub id, or a model.
         settings: a `StageSettings`.
         dataset: the stage's raw dataset (kind `StageSpec.dataset_kind`); None = the synthetic world.
@@ -431,6 +449,7 @@ def run_stage(
     from accelerate.utils import set_seed
 
     spec = get_stage(stage)
+    stage = spec.name  # for messages and records; the spec travels
     process_state(bool(settings.training.get("use_cpu")))  # before anything else asks Accelerate
     output_dir = Path(settings.output_dir)
     synthetic = dataset is None
@@ -440,18 +459,19 @@ def run_stage(
         return _recorded_result(output_dir)
 
     # the model: the stage's configuration defaults, then the caller's overrides
-    config_values = {name: hp.value for name, hp in spec.config.items()}
-    backbone_values = {name: hp.value for name, hp in spec.backbone.items()} if recipe == "paper" else {}
-    if recipe == "demo":
-        config_values.update(spec.demo.get("config", {}))
+    config_values = spec.config_values(recipe)
+    backbone_values = spec.backbone_values(recipe)
     config_values.update(settings.config_overrides)
+    if "backbone" in spec.frozen:
+        backbone_values["drop_path_rate"] = 0.0  # a frozen encoder's features are those of evaluation
     backbone_values.update(settings.backbone_overrides)
     seed = settings.args.seed if settings.args is not None else settings.training.get("seed", 42)
     set_seed(seed)
-    model, loading_info = load_stage_model(stage, model_name_or_path, config_values, backbone_values)
+    model, loading_info = load_stage_model(spec, model_name_or_path, config_values, backbone_values)
     config = model.config
     if recipe == "demo" and spec.demo.get("pytorch_init_new_convs", True):
         _reset_new_convolutions(model, loading_info)
+    prepare_stage_modules(model, spec, seed)
     image_size = tuple(int(s) for s in (settings.image_size or image_size_of(config)))
     processor = stage_processor(model_name_or_path, image_size)
     normalization = PixelNormalization.for_processor(processor)
@@ -459,9 +479,7 @@ def run_stage(
     # the data
     data_description = settings.data_description
     if synthetic:
-        dataset, synthetic_eval, description = _synthetic_data(
-            stage, settings, config, image_size, eval_dataset is None
-        )
+        dataset, synthetic_eval, description = _synthetic_data(spec, settings, config, image_size, eval_dataset is None)
         eval_dataset = eval_dataset if eval_dataset is not None else synthetic_eval
         data_description = data_description or description
     if data_description is None:
@@ -469,27 +487,26 @@ def run_stage(
     options = dict(spec.demo.get("transform", {})) if recipe == "demo" else {}
     options.update(settings.transform_options)
     train_dataset = SeededTransformDataset(
-        dataset, build_stage_transform(stage, config, image_size, **options), seed, normalization
+        dataset, spec.training_transform(config, image_size, **options), seed, normalization
     )
 
     # the recipe for this many processes
     num_processes = process_state(bool(settings.training.get("use_cpu"))).num_processes
-    args, resolved = _resolve_arguments(stage, settings, recipe, config, len(dataset), num_processes)
+    args, resolved = _resolve_arguments(spec, settings, recipe, config, len(dataset), num_processes)
     logger.info("%s", resolved.describe())
     accelerator = build_accelerator(args)
 
     # held-out evaluation before training (sharded over the processes), and the baseline
     eval_fn, eval_before, baseline = None, {}, {}
     if eval_dataset is not None:
-        eval_kind = "images" if spec.dataset_kind == "images" else "depth"
         eval_rows = SeededTransformDataset(
-            eval_dataset, build_eval_transform(eval_kind, config, image_size), 0, normalization
+            eval_dataset, build_eval_transform(spec.eval_kind, config, image_size), 0, normalization
         )
         eval_loader = eval_dataloader(eval_rows, accelerator=accelerator)
-        eval_fn = _eval_function(stage, eval_loader, accelerator)
+        eval_fn = _eval_function(spec, eval_loader, accelerator)
         eval_before = eval_fn(model)
         logger.info("%s: held-out evaluation before training: %s", stage, _fmt(eval_before))
-        if settings.compute_baseline and spec.dataset_kind == "depth":
+        if settings.compute_baseline and spec.baseline:
             try:
                 baseline = average_depth_map_baseline(dataset, eval_loader, config, accelerator)
             except ValueError as err:
@@ -508,7 +525,7 @@ def run_stage(
         logger.warning(
             "%s: %d updates per epoch resolved, %d run", stage, resolved.updates_per_epoch, result.updates_per_epoch
         )
-    stage_result = _stage_result(stage, spec, config, result, eval_before, baseline, loading_info, data_description)
+    stage_result = _stage_result(spec, config, result, eval_before, baseline, loading_info, data_description)
     stage_result.output_dir, stage_result.resolved_recipe = str(output_dir), resolved.to_dict()
     if accelerator.is_main_process:
         _finish_stage_folder(output_dir, stage_result.stages, stage_result, model, settings.model_id, processor)
@@ -519,24 +536,24 @@ def run_stage(
     return stage_result
 
 
-def _stage_result(stage, spec, config, result: TrainingResult, eval_before, baseline, loading_info, data_description):
+def _stage_result(
+    spec: StageSpec, config, result: TrainingResult, eval_before, baseline, loading_info, data_description
+):
     eval_after = {k: v for k, v in (result.eval_history[-1] if result.eval_history else {}).items() if k != "step"}
-    notes = []
-    if stage == "geometric":
-        notes.append(f"poses from the {config.pose_source}")
+    notes = [spec.card_note.format(config=config)] if spec.card_note else []
     if eval_after:
-        key = headline_metric(stage, eval_after)
+        key = headline_metric(spec, eval_after)
         notes.append(f"held-out {key} {eval_before.get(key, float('nan')):.4f} -> {eval_after[key]:.4f}")
     previous = [s for s in (getattr(config, "mesa_stages", None) or []) if isinstance(s, dict)]
     record = {
-        "name": stage,
+        "name": spec.name,
         "objective": spec.objective,
         "data": data_description,
         "steps": result.global_step,
         "notes": "; ".join(notes) or "-",
     }
     return StageResult(
-        stage=stage,
+        stage=spec.name,
         output_dir="",
         global_step=result.global_step,
         first_loss=result.losses[0] if result.losses else None,
@@ -553,7 +570,7 @@ def _stage_result(stage, spec, config, result: TrainingResult, eval_before, base
 
 
 def run_stages(
-    stages: Sequence[str],
+    stages: Sequence[str | StageSpec],
     model_name_or_path: str | os.PathLike,
     settings: StageSettings,
     datasets: dict[str, Any] | None = None,
@@ -566,10 +583,10 @@ def run_stages(
     datasets, eval_datasets = datasets or {}, eval_datasets or {}
     results = []
     source: str | os.PathLike = model_name_or_path
-    for stage in stages:
-        folder = Path(settings.output_dir) / stage
+    for spec in (get_stage(stage) for stage in stages):
+        folder = Path(settings.output_dir) / spec.name
         stage_settings = dataclasses.replace(settings, output_dir=folder)
-        results.append(run_stage(stage, source, stage_settings, datasets.get(stage), eval_datasets.get(stage)))
+        results.append(run_stage(spec, source, stage_settings, datasets.get(spec.name), eval_datasets.get(spec.name)))
         source = str(folder)
     return results
 

@@ -13,7 +13,6 @@ import torch
 from ..configuration_mesa import MeSaConfig
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from ..image_processing_mesa import MeSaImageProcessor
-from .recipes import get_stage
 
 PIXEL_KEYS = ("pixel_values", "source_pixel_values")  # network inputs; target_image / source_images stay [0, 1]
 
@@ -116,38 +115,48 @@ def image_size_of(config: MeSaConfig) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def build_stage_transform(
-    stage: str, config: MeSaConfig, image_size: Sequence[int], seed: int | None = None, **options: Any
-):
-    """The training transform of `stage` for crops/frames of `image_size` (H, W); `options` go to the transform
-    class (e.g. ``jitter=False``, ``cutdepth_prob=0.0``)."""
-    spec = get_stage(stage)
+def masked_training_transform(config: MeSaConfig, image_size: Sequence[int], seed: int | None = None, **options: Any):
+    """SimMIM rows: square crops of the largest multiple of the mask patch that fits `image_size` (H, W), with
+    masks; `options` go to `MaskedImageTransform`."""
     height, width = (int(s) for s in image_size)
-    if spec.transform_stage == "masked":
-        multiple = max(config.mask_patch_size, config.encoder_stride)
-        side = min(height, width) // multiple * multiple
-        if side < multiple:
-            raise ValueError(f"image_size {image_size} is smaller than one mask patch ({multiple} px)")
-        return build_transform(
-            "masked",
-            input_size=side,
-            mask_patch_size=config.mask_patch_size,
-            model_patch_size=config.patch_size,
-            mask_ratio=config.mask_ratio,
-            seed=seed,
-            **options,
-        )
-    if spec.transform_stage == "geometric":
-        return build_transform("geometric", size=(height, width), seed=seed, **options)
+    multiple = max(config.mask_patch_size, config.encoder_stride)
+    side = min(height, width) // multiple * multiple
+    if side < multiple:
+        raise ValueError(f"image_size {tuple(image_size)} is smaller than one mask patch ({multiple} px)")
+    return build_transform(
+        "masked",
+        input_size=side,
+        mask_patch_size=config.mask_patch_size,
+        model_patch_size=config.patch_size,
+        mask_ratio=config.mask_ratio,
+        seed=seed,
+        **options,
+    )
+
+
+def video_training_transform(config: MeSaConfig, image_size: Sequence[int], seed: int | None = None, **options: Any):
+    """Video clips resized to `image_size` (H, W); `options` go to `VideoTransform`."""
+    height, width = (int(s) for s in image_size)
+    return build_transform("geometric", size=(height, width), seed=seed, **options)
+
+
+def depth_training_transform(config: MeSaConfig, image_size: Sequence[int], seed: int | None = None, **options: Any):
+    """RGB-D rows: random crops of `image_size` (H, W) with the depth augmentations; `options` go to
+    `DepthTransform`."""
+    height, width = (int(s) for s in image_size)
     return build_transform("supervised", crop_size=(height, width), max_depth=config.max_depth, seed=seed, **options)
 
 
 def build_eval_transform(kind: str, config: MeSaConfig, image_size: Sequence[int], seed: int = 0):
-    """The transform of a held-out set: depth rows as they are (full resolution, no crop; the model pads to its
-    stride), or SimMIM rows with masks at `image_size`."""
-    if kind == "images":
-        return build_stage_transform("masked", config, image_size, seed=seed)
-    return build_transform("eval")
+    """The transform of a held-out set of `kind`: depth rows as they are (full resolution, no crop; the model pads
+    to its stride), or SimMIM rows (``"images"``) with masks at `image_size`."""
+    builders = {
+        "images": lambda: masked_training_transform(config, image_size, seed=seed),
+        "depth": lambda: build_transform("eval"),
+    }
+    if kind not in builders:
+        raise ValueError(f"unknown held-out kind {kind!r}; expected one of {sorted(builders)}")
+    return builders[kind]()
 
 
 def stage_processor(source, image_size: Sequence[int]) -> MeSaImageProcessor:
@@ -173,9 +182,11 @@ __all__ = [
     "PixelNormalization",
     "SeededTransformDataset",
     "build_eval_transform",
-    "build_stage_transform",
+    "depth_training_transform",
     "image_size_of",
+    "masked_training_transform",
     "stack_collator",
     "stage_processor",
     "synthetic_dataset",
+    "video_training_transform",
 ]

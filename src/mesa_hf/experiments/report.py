@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .ablation import METRICS, VARIANT_TITLES
+from .variants import METRICS, VARIANT_TITLES
 
 FIGURES = {"metrics": "metrics.png", "cka": "cka.png", "loss_curves": "loss_curves.png"}
 FIGURE_METRICS = ("abs_rel", "rmse", "d1", "median_scaled_abs_rel")

@@ -14,7 +14,8 @@ Folder layout (``output_dir``)::
     results.json, report.md, metrics.png, cka.png, loss_curves.png
 
 A killed run started again with ``resume=True`` skips finished runs and finished stages, and resumes an
-interrupted stage from its newest checkpoint. The report is `mesa_hf.training.ablation_report`.
+interrupted stage from its newest checkpoint. The report is `mesa_hf.experiments.report`; the variants and metrics
+are `mesa_hf.experiments.variants`.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from .loop import process_state
-from .recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, PRETRAINING_ORDER, get_stage
-from .runner import StageResult, StageSettings, run_stage
+from ..training.loop import process_state
+from ..training.recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, PRETRAINING_ORDER, StageSpec
+from ..training.runner import StageResult, StageSettings, run_stage
+from .variants import DEFAULT_VARIANTS, FINETUNE, FULL, METRICS, PAPER_RMSE_CHANGE_PERCENT, QUICK, VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -42,57 +44,25 @@ RESULT_NAME = "result.json"
 RESULTS_NAME = "results.json"
 INIT_FOLDER = "init"
 
-# variant -> pre-training stages, in order (MeSa's Table: from scratch, SimMIM only, SimMIM + supervised, MeSa)
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "scratch": (),
-    "masked": ("masked",),
-    "masked_supervised": ("masked", "supervised"),
-    "mesa": ("masked", "geometric", "supervised"),
-    "geometric": ("geometric",),
-}
-DEFAULT_VARIANTS = ("scratch", "masked", "masked_supervised", "mesa")
-VARIANT_TITLES = {
-    "scratch": "from scratch",
-    "masked": "masked only",
-    "masked_supervised": "masked → supervised",
-    "mesa": "MeSa (masked → geometric → supervised)",
-    "geometric": "geometric only",
-}
-# metrics of the results table, their direction and how the report names them
-METRICS: dict[str, tuple[str, bool]] = {
-    "abs_rel": ("AbsRel", False),
-    "sq_rel": ("SqRel", False),
-    "rmse": ("RMSE", False),
-    "rmse_log": ("RMSE log", False),
-    "log10": ("log10", False),
-    "d1": ("δ1", True),
-    "d2": ("δ2", True),
-    "d3": ("δ3", True),
-    "median_scaled_abs_rel": ("AbsRel (median-scaled)", False),
-}
-# MeSa vs masked-only (SimMIM) pre-training, RMSE on NYUv2, as the paper reports it (percent change)
-PAPER_RMSE_CHANGE_PERCENT = -17.1
-QUICK = {"seeds": (0,), "pretrain_updates": 150, "finetune_updates": 120}
-FULL = {"seeds": (0, 1), "pretrain_updates": 300, "finetune_updates": 200}
 
-
-def split_budget(stages: Sequence[str], total_updates: int) -> dict[str, int]:
+def split_budget(stages: Sequence[StageSpec], total_updates: int) -> dict[str, int]:
     """Split `total_updates` optimizer updates over `stages` in proportion to their demo-recipe lengths (masked
     120, geometric 120, supervised 500: MeSa's schedule, where the supervised stage is the longest): one update
     each, then the rest in proportion, rounded by largest remainder, so the parts sum to `total_updates` exactly.
-    No stages = no updates."""
+    No stages = no updates. Keys: the stage names."""
     stages = list(stages)
     if not stages:
         return {}
     if total_updates < len(stages):
-        raise ValueError(f"{total_updates} pre-training updates cannot be split over {len(stages)} stages {stages}")
-    weights = np.array([float(get_stage(s).demo["max_train_steps"]) for s in stages])
+        names = [spec.name for spec in stages]
+        raise ValueError(f"{total_updates} pre-training updates cannot be split over {len(stages)} stages {names}")
+    weights = np.array([float(spec.demo["max_train_steps"]) for spec in stages])
     exact = (total_updates - len(stages)) * weights / weights.sum()
     parts = 1 + np.floor(exact).astype(int)
     order = np.argsort(-(exact - np.floor(exact)), kind="stable")
     for i in order[: total_updates - int(parts.sum())]:
         parts[i] += 1
-    return {stage: int(n) for stage, n in zip(stages, parts)}
+    return {spec.name: int(n) for spec, n in zip(stages, parts)}
 
 
 @dataclass
@@ -158,13 +128,20 @@ class AblationSettings:
             split_budget(VARIANTS[variant], self.pretrain_updates)
         if self.cka_images < 4:
             raise ValueError(f"cka_images must be >= 4 (unbiased HSIC), got {self.cka_images}")
-        unknown_stages = set(self.datasets) - {*PRETRAINING_ORDER, "finetune"}
+        unknown_stages = set(self.datasets) - {spec.name for spec in self.stages}
         if unknown_stages:
             raise ValueError(f"datasets for unknown stages {sorted(unknown_stages)}")
         if self.ood_eval_dataset is not None and not self.ood_eval_protocol:
             raise ValueError("an out-of-distribution set needs its protocol (ood_eval_protocol, e.g. 'ibims1')")
-        if self.eval_dataset is None and "finetune" in self.datasets:
+        if self.eval_dataset is None and FINETUNE.name in self.datasets:
             raise ValueError("fine-tuning on real data needs a held-out eval_dataset (e.g. nyuv2:PATH)")
+
+    @property
+    def stages(self) -> list[StageSpec]:
+        """Every stage an ablation can run, in MeSa's order, fine-tuning last."""
+        order = {name: i for i, name in enumerate(PRETRAINING_ORDER)}
+        pretraining = {spec.name: spec for variant in VARIANTS.values() for spec in variant}
+        return [*sorted(pretraining.values(), key=lambda spec: order[spec.name]), FINETUNE]
 
     @property
     def resolved_recipe(self) -> str:
@@ -173,14 +150,15 @@ class AblationSettings:
 
     def budget(self, variant: str) -> dict[str, int]:
         """Updates per stage of `variant`, fine-tuning included."""
-        return {**split_budget(VARIANTS[variant], self.pretrain_updates), "finetune": self.finetune_updates}
+        return {**split_budget(VARIANTS[variant], self.pretrain_updates), FINETUNE.name: self.finetune_updates}
 
-    def data_of(self, stage: str) -> str:
-        if stage in self.data_descriptions:
-            return self.data_descriptions[stage]
-        dataset = self.datasets.get(stage)
+    def data_of(self, spec: StageSpec) -> str:
+        """How the data of stage `spec` is named in the report."""
+        if spec.name in self.data_descriptions:
+            return self.data_descriptions[spec.name]
+        dataset = self.datasets.get(spec.name)
         if dataset is None:
-            return f"synthetic world ({get_stage(stage).dataset_kind})"
+            return f"synthetic world ({spec.dataset_kind})"
         return getattr(getattr(dataset, "info", None), "dataset_name", None) or "custom dataset"
 
     def description(self) -> dict[str, Any]:
@@ -193,7 +171,7 @@ class AblationSettings:
             "preset": self.preset,
             "recipe": self.resolved_recipe,
             "budget": {v: self.budget(v) for v in self.variants},
-            "data": {s: self.data_of(s) for s in (*PRETRAINING_ORDER, "finetune")},
+            "data": {spec.name: self.data_of(spec) for spec in self.stages},
             "eval": self.eval_protocol or "synthetic held-out scenes",
             "ood_eval": self.ood_eval_protocol,
             "cka_images": self.cka_images,
@@ -237,14 +215,14 @@ def write_initial_model(folder: Path, preset: str, seed: int) -> Path:
     with PyTorch's default init in the depth decoder and head (what every pre-trained variant's new decoder gets)."""
     from accelerate.utils import set_seed
 
-    from .runner import _reset_new_convolutions, load_stage_model
-    from .stage_data import image_size_of, stage_processor
+    from ..training.runner import _reset_new_convolutions, load_stage_model
+    from ..training.stage_data import image_size_of, stage_processor
 
     if (folder / "config.json").is_file():
         return folder
     if process_state().is_main_process:
         set_seed(seed)
-        model, loading_info = load_stage_model("finetune", preset)
+        model, loading_info = load_stage_model(FINETUNE, preset)
         _reset_new_convolutions(model, loading_info)
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -275,7 +253,7 @@ def _evaluate(model, dataset, protocol: str) -> dict[str, float]:
 
 def _cka_images(settings: AblationSettings, image_size: Sequence[int]) -> list[Any]:
     """Held-out images for the CKA: the first `cka_images` of the eval set (or of the synthetic held-out scenes)."""
-    from .stage_data import synthetic_dataset
+    from ..training.stage_data import synthetic_dataset
 
     dataset = settings.eval_dataset
     if dataset is None:
@@ -294,7 +272,7 @@ def encoder_cka(reference, tuned, processor, images: Sequence[Any]) -> dict[str,
     representation) has no CKA: its value is None."""
     from mesa_hf.analysis.layerwise import layerwise_cka
 
-    from .stage_data import image_size_of
+    from ..training.stage_data import image_size_of
 
     matrices, names = layerwise_cka(
         reference,
@@ -339,18 +317,18 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
     if settings.resume:
         training["resume_from_checkpoint"] = "latest"
 
-    def stage_settings(stage: str) -> StageSettings:
+    def stage_settings(spec: StageSpec, compute_baseline: bool) -> StageSettings:
         return StageSettings(
-            output_dir=folder / stage,
+            output_dir=folder / spec.name,
             recipe=settings.resolved_recipe,
-            training={**training, "max_train_steps": budget[stage]},
+            training={**training, "max_train_steps": budget[spec.name]},
             image_size=settings.image_size,
             backbone_overrides=settings.backbone_overrides,
             num_synthetic_samples=settings.num_synthetic_samples,
             num_eval_samples=settings.num_eval_samples,
             cache_dir=settings.cache_dir,
-            data_description=settings.data_descriptions.get(stage),
-            compute_baseline=stage == "finetune",
+            data_description=settings.data_descriptions.get(spec.name),
+            compute_baseline=compute_baseline,
             skip_if_complete=True,
         )
 
@@ -358,25 +336,25 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
     source: str | os.PathLike = settings.preset
     if not VARIANTS[variant]:
         source = write_initial_model(folder / INIT_FOLDER, settings.preset, seed)
-    for stage in VARIANTS[variant]:
-        logger.info("%s seed %d: %s stage, %d updates", variant, seed, stage, budget[stage])
-        result = run_stage(stage, source, stage_settings(stage), settings.datasets.get(stage))
-        stages.append(_stage_record(result, budget[stage], settings.data_of(stage)))
-        source = folder / stage
+    for spec in VARIANTS[variant]:
+        logger.info("%s seed %d: %s stage, %d updates", variant, seed, spec.name, budget[spec.name])
+        result = run_stage(spec, source, stage_settings(spec, False), settings.datasets.get(spec.name))
+        stages.append(_stage_record(result, budget[spec.name], settings.data_of(spec)))
+        source = folder / spec.name
     pretrained = source
-    logger.info("%s seed %d: fine-tuning, %d updates", variant, seed, budget["finetune"])
+    logger.info("%s seed %d: fine-tuning, %d updates", variant, seed, budget[FINETUNE.name])
     eval_dataset = settings.eval_dataset if settings.eval_protocol is None else None
     finetuned = run_stage(
-        "finetune", pretrained, stage_settings("finetune"), settings.datasets.get("finetune"), eval_dataset
+        FINETUNE, pretrained, stage_settings(FINETUNE, True), settings.datasets.get(FINETUNE.name), eval_dataset
     )
-    stages.append(_stage_record(finetuned, budget["finetune"], settings.data_of("finetune")))
+    stages.append(_stage_record(finetuned, budget[FINETUNE.name], settings.data_of(FINETUNE)))
 
     if process_state().is_main_process:
         from mesa_hf.evaluation.inference import load_checkpoint
 
-        from .stage_data import image_size_of
+        from ..training.stage_data import image_size_of
 
-        model, processor = load_checkpoint(folder / "finetune")
+        model, processor = load_checkpoint(folder / FINETUNE.name)
         metrics = finetuned.eval_after
         if settings.eval_protocol is not None:
             metrics = _evaluate(model, settings.eval_dataset, settings.eval_protocol)
@@ -536,7 +514,7 @@ def run_ablation(settings: AblationSettings) -> dict[str, Any]:
     figures in ``settings.output_dir``. Returns the results."""
     from tqdm.auto import tqdm
 
-    from .ablation_report import write_report
+    from .report import write_report
 
     settings.validate()
     root = Path(settings.output_dir)
