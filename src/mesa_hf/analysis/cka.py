@@ -18,6 +18,7 @@ error), and its self-HSIC is reported so the reason is visible.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -87,7 +88,8 @@ def gram_linear(x: ArrayLike) -> torch.Tensor:
 
 
 def accumulate_gram(chunks: Iterable[ArrayLike]) -> torch.Tensor:
-    """Exact linear Gram ``X Xᵀ`` (n, n), float64, from the column chunks ``X_c`` (n, d_c) of features X (n, d).
+    """Exact linear Gram ``X Xᵀ`` (n, n), float64 on the chunks' device, from the column chunks ``X_c`` (n, d_c) of
+    features X (n, d).
 
     ``Σ_c X_c X_cᵀ = X Xᵀ``: only one chunk is in memory at a time besides the (n, n) sum.
     """
@@ -95,7 +97,7 @@ def accumulate_gram(chunks: Iterable[ArrayLike]) -> torch.Tensor:
     for chunk in chunks:
         x = _as_features(chunk, "feature chunk")
         if gram is None:
-            gram = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64)
+            gram = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
         elif x.shape[0] != gram.shape[0]:
             raise ValueError(f"feature chunks must all hold the same {gram.shape[0]} examples, got {x.shape[0]}")
         gram += x @ x.T
@@ -126,13 +128,20 @@ class GramAccumulator:
 
     def update(self, features: ArrayLike, start: int) -> None:
         """Store the features (b, ...) of examples ``start .. start + b - 1`` (flattened per example)."""
-        x = _as_features(features, "features").to(torch.float32).numpy()
+        if isinstance(features, torch.Tensor):
+            t = features.detach().to(device="cpu", dtype=torch.float32)
+        else:
+            t = torch.from_numpy(np.asarray(features, dtype=np.float32))
+        if t.ndim < 2:
+            raise ValueError(f"features must be (b, ...) per example, got shape {tuple(t.shape)}")
+        x = t.reshape(t.shape[0], -1).numpy()
         stop = start + x.shape[0]
         if start < 0 or stop > self.num_examples:
             raise ValueError(f"examples {start}..{stop - 1} are outside 0..{self.num_examples - 1}")
         if self._store is None:
             self._directory.mkdir(parents=True, exist_ok=True)
-            path = tempfile.mkstemp(suffix=".f32", dir=self._directory)[1]
+            handle, path = tempfile.mkstemp(suffix=".f32", dir=self._directory)
+            os.close(handle)
             self._store = np.memmap(path, dtype=np.float32, mode="w+", shape=(self.num_examples, x.shape[1]))
         elif x.shape[1] != self._store.shape[1]:
             raise ValueError(
@@ -432,6 +441,7 @@ class MinibatchCKA:
         ab = torch.stack([torch.stack([unbiased_hsic(ka, lb) for lb in grams_b]) for ka in grams_a])
         aa = torch.stack([unbiased_hsic(ka, ka) for ka in grams_a])
         bb = torch.stack([unbiased_hsic(lb, lb) for lb in grams_b])
+        ab, aa, bb = ab.cpu(), aa.cpu(), bb.cpu()
         self.hsic_ab += ab
         self.hsic_aa += aa
         self.hsic_bb += bb
