@@ -157,6 +157,58 @@ def test_thresholds_compare_in_the_ground_truths_own_dtype():
     assert accumulator.num_pixels == 2
 
 
+def _mim_depth_thresholds(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+    """δ1-δ3 written the way MIM-Depth's test.py / utils/metrics.py evaluate one NYUv2 map: inf/nan replaced in the
+    prediction tensor, gt in (1e-3, 10) inside the Eigen crop, then ``max(gt / pred, pred / gt)`` on the tensors as
+    given (torch promotes a float16 prediction with float32 ground truth to float32) and counts over the length."""
+    pred = pred.clone()
+    pred[torch.isinf(pred)] = 10.0
+    pred[torch.isnan(pred)] = 1e-3
+    valid = (gt > 1e-3) & (gt < 10.0)
+    eval_mask = torch.zeros(valid.shape)
+    eval_mask[45:471, 41:601] = 1
+    valid = valid & eval_mask.bool()
+    pred, gt = pred[valid], gt[valid]
+    thresh = torch.max(gt / pred, pred / gt)
+    return {f"d{k}": (torch.sum(thresh < 1.25**k).float() / len(thresh)).item() for k in (1, 2, 3)}
+
+
+def test_float16_prediction_thresholds_match_mim_depth_at_the_boundary():
+    """A float16 prediction against float32 ground truth: the δ ratio is float32 in MIM-Depth, so a pixel whose
+    float64 ratio lies just below 1.25**k but rounds to exactly 1.25**k in float32 is *not* within the threshold."""
+    rng = np.random.default_rng(0)
+    gt = torch.from_numpy(rng.uniform(0.5, 9.5, size=(480, 640)).astype(np.float32))
+    gt[rng.uniform(size=gt.shape) < 0.05] = 0.0  # missing depth
+    pred = (gt * torch.from_numpy(rng.uniform(0.6, 1.7, size=gt.shape).astype(np.float32))).to(torch.float16)
+    # Boundary pixels inside the crop: gt = float32(pred / 1.25**k), so pred / gt is 1.25**k up to float32 rounding.
+    rows, cols = rng.integers(45, 471, size=600), rng.integers(41, 601, size=600)
+    for i, (r, c) in enumerate(zip(rows, cols)):
+        k = 1 + i % 3
+        gt[r, c] = (pred[r, c].double() / 1.25**k).float()
+    pred[46, 50], pred[47, 50] = float("inf"), float("nan")
+    reference = _mim_depth_thresholds(pred, gt)
+
+    valid = evaluation_mask(gt).numpy()
+    p64, g64 = pred.double().numpy()[valid], gt.double().numpy()[valid]
+    ratio64 = np.maximum(g64 / p64, p64 / g64)
+    naive = {f"d{k}": float(np.mean(ratio64 < 1.25**k)) for k in (1, 2, 3)}
+    flipped = {key: round(abs(naive[key] - reference[key]) * valid.sum()) for key in reference}
+    print(f"pixels {valid.sum()}, float64-ratio pixels on the other side of the threshold: {flipped}")
+    assert all(n >= 10 for n in flipped.values())  # the float64 ratio does flip pixels: the test can fail
+
+    got = compute_depth_metrics(pred, gt)
+    for key, value in reference.items():
+        assert abs(got[key] - value) <= 1e-6, (key, got[key], value)
+    np_got = compute_depth_metrics(pred.numpy(), gt.numpy())  # numpy inputs keep their dtypes too
+    assert all(abs(np_got[key] - reference[key]) <= 1e-6 for key in reference)
+    from mesa_hf.evaluation.metrics import threshold_dtype
+
+    assert threshold_dtype(pred, gt) == torch.float32
+    assert threshold_dtype(pred, pred) == torch.float16
+    assert threshold_dtype(gt.double().numpy(), gt) == torch.float64
+    assert threshold_dtype(np.ones(2, dtype=np.uint16), np.ones(2, dtype=np.uint16)) == torch.float32
+
+
 def test_median_scaling_clamps_to_the_depth_range():
     gt = np.array([[1.0, 2.0, 4.0, 8.0]], dtype=np.float32)
     pred = np.array([[0.01, 1.0, 1.0, 20.0]], dtype=np.float32)  # median 1 -> ratio 3: 0.03, 3, 3, 60

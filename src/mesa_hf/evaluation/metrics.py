@@ -4,7 +4,10 @@ All depths are metres. On the valid pixels (``min_depth < gt < max_depth``, comp
 as the reference does -- a float32 ``1e-3`` is not above ``1e-3`` --, finite, inside the crop and inside an optional
 extra mask), with ``d = log(pred) - log(gt)`` computed in float64:
 
-- ``d1, d2, d3``: share of pixels with ``max(pred / gt, gt / pred) < 1.25 ** k``
+- ``d1, d2, d3``: share of pixels with ``max(pred / gt, gt / pred) < 1.25 ** k``, the ratio computed in the dtype
+  torch gives ``gt / pred`` for the inputs as passed (float32 for a float16 prediction and float32 ground truth),
+  as MIM-Depth's ``eval_depth`` does, so a pixel right at a threshold counts the same as there (a scaled or
+  clamped prediction is rounded to that dtype first)
 - ``abs_rel = mean(|pred - gt| / gt)``, ``sq_rel = mean((pred - gt) ** 2 / gt)``
 - ``rmse = sqrt(mean((pred - gt) ** 2))``, ``rmse_log = sqrt(mean(d ** 2))``
 - ``log10 = mean(|log10(pred) - log10(gt)|)``
@@ -12,11 +15,11 @@ extra mask), with ``d = log(pred) - log(gt)`` computed in float64:
   GLPDepth/MIM-Depth definition; BTS/AdaBins report ``100 * sqrt(mean(d**2) - mean(d)**2)`` instead).
 
 Predictions are treated like the reference ``cropping_img``: ``+-inf`` becomes ``max_depth`` and NaN becomes
-``min_depth``; with ``clamp_pred=True`` they are also clipped to ``[min_depth, max_depth]`` (the BTS / Monodepth2
-convention). With ``median_scaling`` the scaled predictions are always clipped to ``[min_depth, max_depth]``
-(Monodepth2's ``evaluate_depth.py``). A dataset score is the mean of per-image scores (the published protocol);
-every metric here is also a function of per-pixel sums, so :class:`DepthMetricAccumulator` can pool pixels over a
-dataset as well.
+``min_depth`` (both rounded to the prediction's dtype); with ``clamp_pred=True`` they are also clipped to
+``[min_depth, max_depth]`` (the BTS / Monodepth2 convention). With ``median_scaling`` the scaled predictions are
+always clipped to ``[min_depth, max_depth]`` (Monodepth2's ``evaluate_depth.py``). A dataset score is the mean
+of per-image scores (the published protocol); every metric here is also a function of per-pixel sums, so
+:class:`DepthMetricAccumulator` can pool pixels over a dataset as well.
 """
 
 from __future__ import annotations
@@ -61,6 +64,23 @@ def _as_tensor(x: TensorLike | Sequence, name: str, dtype: torch.dtype | None = 
         copy = np.array(x, dtype=None if dtype is None else np.float64)  # a copy: also fine for read-only arrays
         return torch.from_numpy(copy)
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _dtype_of(x: TensorLike) -> torch.dtype:
+    return x.dtype if isinstance(x, torch.Tensor) else torch.from_numpy(np.empty(0, dtype=x.dtype)).dtype
+
+
+def threshold_dtype(pred: TensorLike, gt: TensorLike) -> torch.dtype:
+    """dtype of torch's ``gt / pred`` for these inputs, in which the δ ratio ``max(gt / pred, pred / gt)`` is computed.
+
+    MIM-Depth's (GLPDepth's) ``eval_depth`` divides the tensors it is given, so a float16 prediction with float32
+    ground truth gives a float32 ratio; integer inputs divide in torch's default float dtype.
+    """
+    for x, name in ((pred, "pred"), (gt, "gt")):
+        if not isinstance(x, torch.Tensor | np.ndarray):
+            raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    dtype = torch.promote_types(_dtype_of(pred), _dtype_of(gt))
+    return dtype if dtype.is_floating_point else torch.get_default_dtype()
 
 
 def _as_batch(pred: TensorLike, gt: TensorLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,8 +147,14 @@ def evaluation_mask(
     return mask
 
 
-def _replace_nonfinite(pred: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
-    """GLPDepth ``cropping_img``: +-inf predictions become ``max_depth``, NaN becomes ``min_depth``."""
+def _replace_nonfinite(
+    pred: torch.Tensor, min_depth: float, max_depth: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """GLPDepth ``cropping_img``: +-inf predictions become ``max_depth``, NaN becomes ``min_depth``, both rounded to
+    ``dtype`` (the prediction's own dtype: the reference writes them into the prediction tensor)."""
+    if dtype is not None and dtype.is_floating_point:
+        min_depth = torch.tensor(min_depth, dtype=dtype).item()
+        max_depth = torch.tensor(max_depth, dtype=dtype).item()
     pred = pred.clone()
     pred[torch.isinf(pred)] = max_depth
     pred[torch.isnan(pred)] = min_depth
@@ -158,8 +184,9 @@ def median_scale(pred: TensorLike, gt: TensorLike, mask: TensorLike) -> torch.Te
     return out[0] if pred.ndim == 2 else out
 
 
-def _pixel_sums(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
-    """Sums of the per-pixel terms over 1-D tensors of valid predictions and ground truth (float64)."""
+def _pixel_sums(pred: torch.Tensor, gt: torch.Tensor, ratio_dtype: torch.dtype = torch.float64) -> dict[str, float]:
+    """Sums of the per-pixel terms over 1-D float64 tensors of valid predictions and ground truth; the δ ratio is
+    computed in ``ratio_dtype`` (see :func:`threshold_dtype`), every other term in float64."""
     if (pred <= 0).any():
         raise ValueError(
             f"{int((pred <= 0).sum())} valid pixels have a non-positive predicted depth, for which log metrics are "
@@ -167,7 +194,8 @@ def _pixel_sums(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
         )
     diff = pred - gt
     dlog = torch.log(pred) - torch.log(gt)
-    ratio = torch.maximum(gt / pred, pred / gt)
+    pred_r, gt_r = pred.to(ratio_dtype), gt.to(ratio_dtype)
+    ratio = torch.maximum(gt_r / pred_r, pred_r / gt_r)
     return {
         "n": float(gt.numel()),
         "abs_rel": float((diff.abs() / gt).sum()),
@@ -210,9 +238,10 @@ def _per_image_sums(
     median_scaling: bool,
 ) -> list[dict[str, float]]:
     mask = evaluation_mask(gt, min_depth, max_depth, crop, valid_mask)
+    ratio_dtype = threshold_dtype(pred, gt)
     p, g = _as_batch(pred, gt)
     mask = mask.reshape(g.shape)
-    p = _replace_nonfinite(p, min_depth, max_depth)
+    p = _replace_nonfinite(p, min_depth, max_depth, _dtype_of(pred))
     if median_scaling:
         p = median_scale(p, g, mask)
     if clamp_pred or median_scaling:
@@ -224,7 +253,7 @@ def _per_image_sums(
                 f"image {i} of the batch has no valid ground-truth pixels (range {min_depth} < gt < {max_depth}, "
                 f"crop {crop!r}); drop it or check the depth units (metres expected)"
             )
-        sums.append(_pixel_sums(p[i][mask[i]], g[i][mask[i]]))
+        sums.append(_pixel_sums(p[i][mask[i]], g[i][mask[i]], ratio_dtype))
     return sums
 
 

@@ -283,7 +283,7 @@ def encoder_cka(reference, tuned, processor, images: Sequence[Any]) -> dict[str,
         progress=False,
         undefined="nan",
     )
-    diagonal = np.clip(matrices["tuned"].diagonal(), 0.0, 1.0)
+    diagonal = matrices["tuned"].diagonal()
     return {"layers": names, "values": [float(v) if np.isfinite(v) else None for v in diagonal]}
 
 
