@@ -21,6 +21,9 @@ What the fused path does, per layer (the maths is the stock module's, see `Swinv
   gives the bias gradient (the score gradient summed over windows); CPU SDPA would otherwise drop to its slow math
   path whenever the mask needs a gradient.
 
+On CUDA, whenever the mask needs a gradient, SDPA is pinned to the memory-efficient and math backends (cuDNN,
+tried first on H100/H200, has no gradient for a float mask).
+
 Attention dropout in training runs SDPA with `dropout_p`; `output_attentions=True` falls back to the stock
 computation for that call. Both implementations compute the attention in float32 under fp16/bf16 autocast and with
 half-precision weights (`cosine_attention_in_float32`).
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer, Swinv2SelfAttention
 
 WINDOW_ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -52,6 +56,9 @@ LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 # Elements of one score chunk ((window, head) pairs x N x N) in the CPU backward: 16 MiB in float32. Smaller chunks
 # were no faster on one thread and far slower with several threads on a busy machine (one sync per small op).
 _BACKWARD_CHUNK_ELEMENTS = 1 << 22
+
+# SDPA backends that give the gradient of a float attention mask, in order (memory-efficient, then math)
+_MASK_GRADIENT_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 _flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
@@ -286,6 +293,13 @@ class _Reindex(torch.autograd.Function):
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout: float):
     """softmax(q kᵀ + mask) v for (W, heads, N, d) windows sharing the (heads, N, N) float mask."""
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, mask))
+    if query.device.type == "cuda" and mask.requires_grad and torch.is_grad_enabled():
+        # cuDNN attention (tried first on H100/H200) has no gradient for a float mask, flash takes no mask at all:
+        # pin the backends that return the mask's (the position bias's) gradient
+        with sdpa_kernel(_MASK_GRADIENT_BACKENDS):
+            return F.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask.unsqueeze(0), dropout_p=dropout, scale=1.0
+            )
     if dropout > 0.0 or not needs_grad or query.device.type != "cpu" or _flash_cpu is None:
         return F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask.unsqueeze(0), dropout_p=dropout, scale=1.0
