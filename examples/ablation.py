@@ -1,10 +1,10 @@
-"""MeSa's experiment in one command: from scratch, masked only, masked -> supervised and MeSa (masked -> geometric
--> supervised), optionally geometric only, each pre-trained with the same number of updates, fine-tuned
-identically and evaluated on the same held-out set, with >= 2 seeds; then results.json, report.md and the
-figures (metrics, per-layer CKA, training loss).
+"""MeSa's experiment in one command: from scratch, masked only, masked -> supervised, MeSa (masked -> geometric
+-> supervised) and geometric only, each pre-trained with the same number of updates, probed with a frozen encoder,
+fine-tuned identically and evaluated on the same held-out set, with 3 seeds; then results.json, report.md and the
+figures (metrics, probe, per-layer CKA with intervals, training loss).
 
     python examples/ablation.py --quick                       # synthetic world, 1 seed (minutes on 2 CPU cores)
-    python examples/ablation.py                               # synthetic world, 2 seeds
+    python examples/ablation.py                               # synthetic world, 3 seeds
     python examples/ablation.py --resume_from_checkpoint latest   # continue a killed run (finished runs skipped)
     accelerate launch examples/ablation.py --preset base --pretrain_updates 100000 --finetune_updates 20000 \\
         --masked_dataset /data/imagenet/train --geometric_dataset nyu_raw:/data/nyu_raw \\
@@ -45,7 +45,7 @@ class AblationArguments:
         default=False,
         metadata={
             "help": f"1 seed, {QUICK['pretrain_updates']} pre-training + {QUICK['finetune_updates']} fine-tuning "
-            "updates"
+            f"updates, a {QUICK['probe_updates']}-update probe"
         },
     )
     variants: list[str] = field(
@@ -61,6 +61,10 @@ class AblationArguments:
     finetune_updates: int | None = field(
         default=None, metadata={"help": f"fine-tuning updates (default {FULL['finetune_updates']})"}
     )
+    probe_updates: int | None = field(
+        default=None,
+        metadata={"help": f"frozen-encoder probe updates (default {FULL['probe_updates']}; 0 = no probe)"},
+    )
     preset: str | None = field(default=None, metadata={"help": "architecture; default: 'demo' on synthetic data"})
     masked_dataset: str | None = field(default=None, metadata={"help": "masked stage: an image folder, hub:ID"})
     geometric_dataset: str | None = field(default=None, metadata={"help": "geometric stage: FORMAT:PATH video"})
@@ -70,7 +74,10 @@ class AblationArguments:
     ood_eval_dataset: str | None = field(default=None, metadata={"help": "out-of-distribution set, e.g. ibims1:PATH"})
     eval_protocol: str | None = field(default=None, metadata={"help": "default: from the format (nyuv2, ibims1)"})
     ood_eval_protocol: str | None = field(default=None, metadata={"help": "default: from the format"})
-    cka_images: int = field(default=32, metadata={"help": "held-out images of the layer-wise CKA"})
+    cka_images: int | None = field(
+        default=None, metadata={"help": f"held-out images of the layer-wise CKA (default {FULL['cka_images']})"}
+    )
+    cka_permutations: int = field(default=100, metadata={"help": "shuffled pairings of the CKA's null (0 = none)"})
     dataset_split: str | None = field(default=None, metadata={"help": "split of the training data (e.g. train)"})
     splits_path: str | None = field(default=None, metadata={"help": "splits.mat for the labelled NYUv2 .mat file"})
     file_list: str | None = field(default=None, metadata={"help": "BTS file list for nyu_sync folders"})
@@ -146,6 +153,7 @@ def main(argv=None) -> int:
             seeds=tuple(script.seeds or defaults["seeds"]),
             pretrain_updates=script.pretrain_updates or defaults["pretrain_updates"],
             finetune_updates=script.finetune_updates or defaults["finetune_updates"],
+            probe_updates=defaults["probe_updates"] if script.probe_updates is None else script.probe_updates,
             preset=script.preset or ("demo" if not datasets else "base"),
             recipe=run.recipe,
             training=training,
@@ -157,7 +165,8 @@ def main(argv=None) -> int:
             eval_protocol=eval_protocol,
             ood_eval_dataset=ood_dataset,
             ood_eval_protocol=ood_protocol,
-            cka_images=script.cka_images,
+            cka_images=script.cka_images or defaults["cka_images"],
+            cka_permutations=script.cka_permutations,
             num_synthetic_samples=run.num_synthetic_samples,
             num_eval_samples=run.num_eval_samples,
             cache_dir=run.cache_dir,

@@ -34,9 +34,18 @@ from typing import Any
 import numpy as np
 
 from ..training.loop import process_state
-from ..training.recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, PRETRAINING_ORDER, StageSpec
+from ..training.recipes import DEMO_EVAL_SAMPLES, HELDOUT_SEED, PRETRAINING_ORDER, PROBE, StageSpec
 from ..training.runner import StageResult, StageSettings, run_stage
-from .variants import DEFAULT_VARIANTS, FINETUNE, FULL, METRICS, PAPER_RMSE_CHANGE_PERCENT, QUICK, VARIANTS
+from .variants import (
+    DEFAULT_VARIANTS,
+    FINETUNE,
+    FULL,
+    METRICS,
+    PAPER_RMSE_CHANGE_PERCENT,
+    QUICK,
+    VARIANT_NAMES,
+    VARIANTS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +84,9 @@ class AblationSettings:
         seeds: one run per variant and seed (the seed of weights, data order and augmentation).
         pretrain_updates: optimizer updates of pre-training per variant, split over its stages (`split_budget`).
         finetune_updates: optimizer updates of fine-tuning (identical for every variant).
+        probe_updates: optimizer updates of the frozen-encoder probe (`recipes.PROBE`, identical for every variant;
+            on the pre-trained encoder, before fine-tuning; 0 = no probe). The "from scratch" variant's probe is the
+            floor: a randomly initialised encoder.
         preset: the architecture (`MeSaConfig` preset) every variant starts from.
         recipe: ``"demo"`` / ``"paper"``; None = ``"demo"`` on the synthetic world, else ``"paper"``.
         training: `MeSaTrainingArguments` overrides for every stage (e.g. ``{"use_cpu": True}``).
@@ -86,7 +98,9 @@ class AblationSettings:
         eval_dataset, eval_protocol: the held-out set and its `mesa_hf.evaluation` protocol (``nyuv2``...); None =
             the synthetic world's held-out scenes, scored as the stages score them.
         ood_eval_dataset, ood_eval_protocol: an out-of-distribution set (e.g. iBims-1) and its protocol.
-        cka_images: held-out images for the layer-wise CKA (>= 4).
+        cka_images: held-out images for the layer-wise CKA (>= 5; one full-batch debiased estimate per layer with
+            a jackknife interval, `mesa_hf.analysis.layerwise_cka_results`).
+        cka_permutations: shuffled image pairings of the CKA's permutation null (0 = none).
         num_synthetic_samples, num_eval_samples, cache_dir: synthetic-world sizes and the datasets cache.
         resume: skip finished runs and stages, resume an interrupted stage from its newest checkpoint.
     """
@@ -96,6 +110,7 @@ class AblationSettings:
     seeds: Sequence[int] = FULL["seeds"]
     pretrain_updates: int = FULL["pretrain_updates"]
     finetune_updates: int = FULL["finetune_updates"]
+    probe_updates: int = FULL["probe_updates"]
     preset: str = "demo"
     recipe: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +122,8 @@ class AblationSettings:
     eval_protocol: str | None = None
     ood_eval_dataset: Any = None
     ood_eval_protocol: str | None = None
-    cka_images: int = 32
+    cka_images: int = FULL["cka_images"]
+    cka_permutations: int = 100
     num_synthetic_samples: int | None = None
     num_eval_samples: int | None = None
     cache_dir: str | None = None
@@ -126,8 +142,12 @@ class AblationSettings:
             raise ValueError(f"finetune_updates must be >= 1, got {self.finetune_updates}")
         for variant in self.variants:
             split_budget(VARIANTS[variant], self.pretrain_updates)
-        if self.cka_images < 4:
-            raise ValueError(f"cka_images must be >= 4 (unbiased HSIC), got {self.cka_images}")
+        if self.cka_images < 5:
+            raise ValueError(f"cka_images must be >= 5 (debiased HSIC with a jackknife), got {self.cka_images}")
+        if self.probe_updates < 0 or self.cka_permutations < 0:
+            raise ValueError(
+                f"probe_updates and cka_permutations must be >= 0, got {self.probe_updates}, {self.cka_permutations}"
+            )
         unknown_stages = set(self.datasets) - {spec.name for spec in self.stages}
         if unknown_stages:
             raise ValueError(f"datasets for unknown stages {sorted(unknown_stages)}")
@@ -150,7 +170,10 @@ class AblationSettings:
 
     def budget(self, variant: str) -> dict[str, int]:
         """Updates per stage of `variant`, fine-tuning included."""
-        return {**split_budget(VARIANTS[variant], self.pretrain_updates), FINETUNE.name: self.finetune_updates}
+        budget = {**split_budget(VARIANTS[variant], self.pretrain_updates), FINETUNE.name: self.finetune_updates}
+        if self.probe_updates:
+            budget[PROBE.name] = self.probe_updates
+        return budget
 
     def data_of(self, spec: StageSpec) -> str:
         """How the data of stage `spec` is named in the report."""
@@ -175,6 +198,8 @@ class AblationSettings:
             "eval": self.eval_protocol or "synthetic held-out scenes",
             "ood_eval": self.ood_eval_protocol,
             "cka_images": self.cka_images,
+            "cka_permutations": self.cka_permutations,
+            "probe_updates": self.probe_updates,
         }
 
 
@@ -260,31 +285,39 @@ def _cka_images(settings: AblationSettings, image_size: Sequence[int]) -> list[A
         num = max(settings.cka_images, settings.num_eval_samples or DEMO_EVAL_SAMPLES)
         dataset = synthetic_dataset("depth", num, image_size, HELDOUT_SEED, settings.cache_dir)
     count = min(settings.cka_images, len(dataset))
-    if count < 4:
-        raise ValueError(f"the held-out set has {len(dataset)} images; the CKA needs at least 4")
+    if count < 5:
+        raise ValueError(f"the held-out set has {len(dataset)} images; the CKA needs at least 5")
     return [dataset[i]["image"] for i in range(count)]
 
 
-def encoder_cka(reference, tuned, processor, images: Sequence[Any]) -> dict[str, Any]:
-    """Per-block linear CKA between the encoder of the pre-trained model `reference` and of the fine-tuned model
-    `tuned` (same block, flattened features; `processor` prepares the images), on `images` at `tuned`'s input size:
-    ``{"layers": [...], "values": [...]}``. A block whose features do not vary over the images (a collapsed
-    representation) has no CKA: its value is None."""
-    from mesa_hf.analysis.layerwise import layerwise_cka
+CKA_CURVE_KEYS = ("cka", "ci_low", "ci_high", "self_hsic_a", "self_hsic_b", "null_low", "null_high", "p_value")
+
+
+def encoder_cka(reference, tuned, processor, images: Sequence[Any], num_permutations: int = 100) -> dict[str, Any]:
+    """Per-block debiased linear CKA between the encoder of the pre-trained model `reference` and of the fine-tuned
+    model `tuned` (same block, flattened features; `processor` prepares the images), on `images` at `tuned`'s input
+    size: one full-batch estimate per block with its 95 % jackknife interval, self-HSIC and permutation null.
+
+    Returns ``{"layers", "values", "ci_low", "ci_high", "self_hsic_a", "self_hsic_b", "null_low", "null_high",
+    "p_value"}`` (lists over blocks; ``values`` is the CKA). A block whose features do not vary over the images (a
+    collapsed representation: self-HSIC <= 0) has no CKA: None. Nothing is clipped: a negative value is reported."""
+    from mesa_hf.analysis.layerwise import layerwise_cka_results
 
     from ..training.stage_data import image_size_of
 
-    matrices, names = layerwise_cka(
+    results = layerwise_cka_results(
         reference,
         {"tuned": tuned},
         images,
         processor,
+        estimator="full",
         input_size=tuple(image_size_of(tuned.config)),
         progress=False,
         undefined="nan",
+        num_permutations=num_permutations,
     )
-    diagonal = matrices["tuned"].diagonal()
-    return {"layers": names, "values": [float(v) if np.isfinite(v) else None for v in diagonal]}
+    curve = results["tuned"].diagonal()
+    return {"layers": list(curve["layers"]), "values": curve["cka"], **{k: curve[k] for k in CKA_CURVE_KEYS[1:]}}
 
 
 def _defined(values: Sequence[float | None]) -> list[float]:
@@ -342,6 +375,13 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
         stages.append(_stage_record(result, budget[spec.name], settings.data_of(spec)))
         source = folder / spec.name
     pretrained = source
+    probe = None
+    if settings.probe_updates:
+        logger.info("%s seed %d: frozen-encoder probe, %d updates", variant, seed, budget[PROBE.name])
+        # the probe trains on the fine-tuning data and is scored on the same held-out views
+        probe_data = settings.datasets.get(FINETUNE.name)
+        probe = run_stage(PROBE, pretrained, stage_settings(PROBE, False), probe_data, settings.eval_dataset)
+        stages.append(_stage_record(probe, budget[PROBE.name], settings.data_of(FINETUNE)))
     logger.info("%s seed %d: fine-tuning, %d updates", variant, seed, budget[FINETUNE.name])
     eval_dataset = settings.eval_dataset if settings.eval_protocol is None else None
     finetuned = run_stage(
@@ -362,7 +402,8 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
         if settings.ood_eval_dataset is not None:
             ood = _evaluate(model, settings.ood_eval_dataset, settings.ood_eval_protocol)
         reference = load_checkpoint(pretrained, quiet=True)[0]  # a masked stage has no depth decoder
-        cka = encoder_cka(reference, model, processor, _cka_images(settings, image_size_of(model.config)))
+        images = _cka_images(settings, image_size_of(model.config))
+        cka = encoder_cka(reference, model, processor, images, settings.cka_permutations)
         record = {
             "variant": variant,
             "seed": seed,
@@ -370,6 +411,7 @@ def run_variant(variant: str, seed: int, settings: AblationSettings) -> dict[str
             "stages": stages,
             "metrics": {k: float(v) for k, v in metrics.items() if k in METRICS},
             "ood_metrics": {k: float(v) for k, v in ood.items() if k in METRICS},
+            "probe_metrics": {k: float(v) for k, v in (probe.eval_after if probe else {}).items() if k in METRICS},
             "baseline": {k: float(v) for k, v in finetuned.baseline.items() if k in METRICS},
             "cka": cka,
             "cka_last_stage": last_stage_cka(cka),
@@ -447,28 +489,114 @@ def _statement(verdict: str) -> str:
     return _STATEMENTS.get(verdict, "not judged (one seed)")
 
 
-def paper_claims(mesa_vs_masked: Mapping[str, Any], cka: Mapping[str, Any]) -> dict[str, Any]:
-    """Whether the measured MeSa vs masked-only differences agree with the paper's two claims: lower RMSE, and
-    higher CKA (less change in fine-tuning) in the last stage's blocks. Statements hold no numbers."""
+def _interval_half_width(values: Sequence[float], half_widths: Sequence[float]) -> float:
+    """95 % half-width of the mean over seeds of a CKA measured on the same images by every seed: the image
+    sampling (the runs' jackknife half-widths, root-mean-square: the same images, so it does not average out) and
+    the seed-to-seed spread (Student's t with seeds - 1 degrees of freedom) added in quadrature."""
+    from scipy.stats import t
+
+    image = float(np.sqrt(np.mean(np.square(half_widths)))) if len(half_widths) else 0.0
+    seeds = len(values)
+    spread = float(t.ppf(0.975, seeds - 1) * np.std(values, ddof=1) / np.sqrt(seeds)) if seeds > 1 else 0.0
+    return float(np.hypot(image, spread))
+
+
+def _cka_cell(values: Sequence[float], half_widths: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    cell = mean_std(values)
+    h = _interval_half_width(values, half_widths)
+    return {**cell, "ci_low": cell["mean"] - h, "ci_high": cell["mean"] + h}
+
+
+def variant_cka(own: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One variant's per-layer CKA over its runs: mean, std and a 95 % interval per layer (`_interval_half_width`),
+    the same for the mean over the last Swin-V2 stage's blocks (``last_stage``), and the self-HSIC and null ranges
+    of the runs (means). Layers undefined in a run are left out of that layer's cells."""
+    layers = list(own[0]["cka"]["layers"])
+    curve: dict[str, Any] = {"layers": layers, "mean": [], "std": [], "ci_low": [], "ci_high": [], "cka": []}
+    last = _last_stage_indices(layers)
+    last_values, last_widths = [], []
+    for run in own:
+        c = run["cka"]
+        values = [c["values"][i] for i in last]
+        widths = [
+            (c["ci_high"][i] - c["ci_low"][i]) / 2 for i in last if c.get("ci_high") and c["ci_high"][i] is not None
+        ]
+        if all(v is not None for v in values):
+            last_values.append(float(np.mean(values)))
+            if widths:
+                last_widths.append(float(np.mean(widths)))
+    for i in range(len(layers)):
+        defined = [r["cka"] for r in own if r["cka"]["values"][i] is not None]
+        values = [c["values"][i] for c in defined]
+        widths = [
+            (c["ci_high"][i] - c["ci_low"][i]) / 2 for c in defined if c.get("ci_high") and c["ci_high"][i] is not None
+        ]
+        cell = _cka_cell(values, widths)
+        for key, name in (("mean", "mean"), ("std", "std"), ("ci_low", "ci_low"), ("ci_high", "ci_high")):
+            curve[key].append(None if cell is None else cell[name])
+    curve["cka"] = curve["mean"]  # the curve's value, as `mesa_hf.analysis` draws and judges curves
+    for key in ("self_hsic_a", "self_hsic_b", "null_low", "null_high"):
+        columns = [
+            [r["cka"][key][i] for r in own if r["cka"].get(key) and r["cka"][key][i] is not None]
+            for i in range(len(layers))
+        ]
+        curve[key] = [float(np.mean(v)) if v else None for v in columns]
+    curve["last_stage"] = _cka_cell(last_values, last_widths)
+    return curve
+
+
+def _last_stage_indices(layers: Sequence[str]) -> list[int]:
+    last = max(int(n[1:].split(".")[0]) for n in layers if n.startswith("s"))
+    return [i for i, n in enumerate(layers) if n.startswith(f"s{last}.")]
+
+
+_CKA_STATEMENTS = {
+    "holds": "agrees with the paper at this scale",
+    "partly": "partly agrees with the paper at this scale",
+    "opposite": "the opposite of the paper at this scale",
+    "partly opposite": "partly the opposite of the paper at this scale",
+}
+
+
+def paper_claims(
+    comparisons: Mapping[str, Mapping[str, Any]], cka: Mapping[str, Any], probe: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Whether the measured differences agree with the paper: MeSa's RMSE is lower than masked-only's (and than
+    masked -> supervised's), its encoder holds more depth (frozen-encoder probe, RMSE), and its last stage's blocks
+    change less in fine-tuning (higher CKA, judged only where the 95 % intervals do not overlap). Statements hold
+    no numbers."""
+    from mesa_hf.analysis.cka import later_layers_change_less
+
     claims: dict[str, Any] = {}
-    rmse = mesa_vs_masked.get("rmse")
-    if rmse:
-        claims["rmse"] = {
-            "paper_change_percent": PAPER_RMSE_CHANGE_PERCENT,
-            "measured_change_percent": rmse["relative_change_percent"],
-            "verdict": rmse["verdict"],
-            "statement": _statement(rmse["verdict"]),
-        }
-    if cka.get("mesa", {}).get("last_stage") and cka.get("masked", {}).get("last_stage"):
-        a, b = cka["mesa"]["last_stage"], cka["masked"]["last_stage"]
-        difference, spread = a["mean"] - b["mean"], a["std"] + b["std"]
-        verdict = _spread_verdict(difference, spread, min(a["n"], b["n"]), "higher", "lower")
-        claims["cka"] = {
-            "difference": difference,
-            "seed_spread": spread,
-            "verdict": verdict,
-            "statement": _statement({"higher": "better", "lower": "worse"}.get(verdict, verdict)),
-        }
+    for reference in ("masked", "masked_supervised"):
+        rmse = comparisons.get(f"mesa_vs_{reference}", {}).get("rmse")
+        if rmse:
+            claims[f"rmse_vs_{reference}"] = {
+                "paper_change_percent": PAPER_RMSE_CHANGE_PERCENT if reference == "masked" else None,
+                "measured_change_percent": rmse["relative_change_percent"],
+                "verdict": rmse["verdict"],
+                "statement": _statement(rmse["verdict"]),
+            }
+        probe_rmse = probe.get(f"mesa_vs_{reference}", {}).get("rmse")
+        if probe_rmse:
+            claims[f"probe_vs_{reference}"] = {
+                "measured_change_percent": probe_rmse["relative_change_percent"],
+                "verdict": probe_rmse["verdict"],
+                "statement": _statement(probe_rmse["verdict"]),
+            }
+        if cka.get("mesa") and cka.get(reference):
+            judged = later_layers_change_less(
+                cka["mesa"], cka[reference], name_a="MeSa", name_b=VARIANT_NAMES.get(reference, reference)
+            )
+            claims[f"cka_vs_{reference}"] = {
+                "verdict": judged["verdict"],
+                "layers": judged["layers"],
+                "statement": judged["statement"].rstrip(".")
+                + ": "
+                + _CKA_STATEMENTS.get(judged["verdict"], "the paper's claim is not reproduced at this scale"),
+            }
     return claims
 
 
@@ -477,32 +605,27 @@ def build_results(settings: AblationSettings, runs: Sequence[Mapping[str, Any]],
     ablation counts each run once, in the invocation that ran it)."""
     summary = aggregate(runs, "metrics")
     ood_summary = aggregate(runs, "ood_metrics")
-    cka: dict[str, Any] = {}
-    for variant in summary:
-        own = [r for r in runs if r["variant"] == variant]
-        layers = own[0]["cka"]["layers"]
-        per_layer = [_defined(r["cka"]["values"][i] for r in own) for i in range(len(layers))]
-        last = _defined(r["cka_last_stage"] for r in own)
-        cka[variant] = {
-            "layers": layers,
-            "mean": [mean_std(v)["mean"] if v else None for v in per_layer],
-            "std": [mean_std(v)["std"] if v else None for v in per_layer],
-            "last_stage": mean_std(last) if last else None,
-        }
-    comparisons = {}
-    if "mesa" in summary and "masked" in summary:
-        comparisons["mesa_vs_masked"] = compare(summary, "mesa", "masked")
-        if ood_summary.get("mesa") and ood_summary.get("masked"):
-            comparisons["mesa_vs_masked_ood"] = compare(ood_summary, "mesa", "masked")
+    probe_summary = aggregate(runs, "probe_metrics")
+    cka = {variant: variant_cka([r for r in runs if r["variant"] == variant]) for variant in summary}
+    comparisons, probe_comparisons = {}, {}
+    for reference in ("masked", "masked_supervised"):
+        if "mesa" in summary and reference in summary:
+            comparisons[f"mesa_vs_{reference}"] = compare(summary, "mesa", reference)
+            if ood_summary.get("mesa") and ood_summary.get(reference):
+                comparisons[f"mesa_vs_{reference}_ood"] = compare(ood_summary, "mesa", reference)
+        if probe_summary.get("mesa") and probe_summary.get(reference):
+            probe_comparisons[f"mesa_vs_{reference}"] = compare(probe_summary, "mesa", reference)
     baselines = [r["baseline"] for r in runs if r.get("baseline")]
-    claims = paper_claims(comparisons.get("mesa_vs_masked", {}), cka)
+    claims = paper_claims(comparisons, cka, probe_comparisons)
     return {
         "settings": settings.description(),
         "runs": [dict(r) for r in runs],
         "summary": summary,
         "ood_summary": ood_summary,
+        "probe_summary": probe_summary,
         "baseline": baselines[0] if baselines else {},
         "comparisons": comparisons,
+        "probe_comparisons": probe_comparisons,
         "claims": claims,
         "cka": cka,
         "wall_time_s": round(wall_time_s, 1),

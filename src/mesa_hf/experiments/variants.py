@@ -15,7 +15,7 @@ VARIANTS: dict[str, tuple[StageSpec, ...]] = {
     "geometric": (STAGES["geometric"],),
 }
 FINETUNE = STAGES["finetune"]  # the one fine-tuning every variant gets
-DEFAULT_VARIANTS = ("scratch", "masked", "masked_supervised", "mesa")
+DEFAULT_VARIANTS = ("scratch", "masked", "masked_supervised", "mesa", "geometric")
 VARIANT_TITLES = {
     "scratch": "from scratch",
     "masked": "masked only",
@@ -23,6 +23,7 @@ VARIANT_TITLES = {
     "mesa": "MeSa (masked → geometric → supervised)",
     "geometric": "geometric only",
 }
+VARIANT_NAMES = {"masked": "masked-only", "masked_supervised": "masked → supervised"}  # in sentences
 # metrics of the results table, their direction and how the report names them
 METRICS: dict[str, tuple[str, bool]] = {
     "abs_rel": ("AbsRel", False),
@@ -37,8 +38,8 @@ METRICS: dict[str, tuple[str, bool]] = {
 }
 # MeSa vs masked-only (SimMIM) pre-training, RMSE on NYUv2, as the paper reports it (percent change)
 PAPER_RMSE_CHANGE_PERCENT = -17.1
-QUICK = {"seeds": (0,), "pretrain_updates": 150, "finetune_updates": 120}
-FULL = {"seeds": (0, 1), "pretrain_updates": 300, "finetune_updates": 200}
+QUICK = {"seeds": (0,), "pretrain_updates": 150, "finetune_updates": 120, "probe_updates": 60, "cka_images": 256}
+FULL = {"seeds": (0, 1, 2), "pretrain_updates": 300, "finetune_updates": 200, "probe_updates": 100, "cka_images": 256}
 
 
 def stage_names(variant: str) -> tuple[str, ...]:
@@ -54,6 +55,7 @@ __all__ = [
     "PAPER_RMSE_CHANGE_PERCENT",
     "QUICK",
     "VARIANTS",
+    "VARIANT_NAMES",
     "VARIANT_TITLES",
     "stage_names",
 ]
