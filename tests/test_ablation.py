@@ -29,6 +29,7 @@ from mesa_hf.experiments.ablation import (
     mean_std,
     paper_claims,
     split_budget,
+    variant_cka,
 )
 from mesa_hf.experiments.report import FIGURES
 from mesa_hf.experiments.variants import stage_names
@@ -38,6 +39,7 @@ ABLATION = ROOT / "examples" / "ablation.py"
 TEST_SIZE = [
     "--preset", "test", "--pretrain_updates", "6", "--finetune_updates", "4", "--per_device_train_batch_size", "2",
     "--num_synthetic_samples", "16", "--num_eval_samples", "8", "--cka_images", "8", "--drop_path_rate", "0",
+    "--probe_updates", "3", "--cka_permutations", "20",
 ]  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -101,15 +103,57 @@ def test_mean_std_compare_and_the_paper_claims_by_hand():
     assert result["d1"]["verdict"] == "no difference"
     one_seed = {"mesa": {"rmse": mean_std([0.8])}, "masked": {"rmse": mean_std([1.0])}}
     assert compare(one_seed, "mesa", "masked")["rmse"]["verdict"].startswith("one seed")
-    cka = {
-        "mesa": {"last_stage": mean_std([0.9, 0.92])},
-        "masked": {"last_stage": mean_std([0.5, 0.52])},
-    }
-    claims = paper_claims(result, cka)
-    assert claims["rmse"]["statement"] == "agrees with the paper at this scale"
-    assert claims["cka"]["verdict"] == "higher" and math.isclose(claims["cka"]["difference"], 0.4)
-    cka["mesa"]["last_stage"] = mean_std([0.3, 0.32])
-    assert paper_claims(result, cka)["cka"]["statement"] == "the opposite of the paper at this scale"
+    layers = ["embed", "s1.b0", "s2.b0", "s2.b1"]
+
+    def curve(values, half_width):
+        return {
+            "layers": layers,
+            "cka": values,
+            "ci_low": [v - half_width for v in values],
+            "ci_high": [v + half_width for v in values],
+        }
+
+    cka = {"mesa": curve([1.0, 0.9, 0.9, 0.92], 0.05), "masked": curve([1.0, 0.9, 0.5, 0.52], 0.05)}
+    claims = paper_claims({"mesa_vs_masked": result}, cka, {})
+    assert claims["rmse_vs_masked"]["statement"] == "agrees with the paper at this scale"
+    assert claims["rmse_vs_masked"]["paper_change_percent"] == -17.1
+    # the last stage (s2) is judged: both blocks' intervals lie above masked-only's
+    assert claims["cka_vs_masked"]["verdict"] == "holds"
+    assert claims["cka_vs_masked"]["layers"] == {"s2.b0": "higher", "s2.b1": "higher"}
+    assert claims["cka_vs_masked"]["statement"].endswith("agrees with the paper at this scale")
+    cka["mesa"] = curve([1.0, 0.9, 0.3, 0.32], 0.05)
+    assert paper_claims({"mesa_vs_masked": result}, cka, {})["cka_vs_masked"]["verdict"] == "opposite"
+    cka["mesa"] = curve([1.0, 0.9, 0.5, 0.55], 0.05)  # overlapping intervals: nothing is claimed
+    judged = paper_claims({"mesa_vs_masked": result}, cka, {})["cka_vs_masked"]
+    assert judged["verdict"] == "not shown" and "not reproduced" in judged["statement"]
+    probe = {"mesa_vs_masked": compare(summary, "mesa", "masked")}
+    assert paper_claims({}, {}, probe)["probe_vs_masked"]["verdict"] == "better"
+
+
+def test_variant_cka_interval_adds_image_and_seed_uncertainty_in_quadrature():
+    layers = ["embed", "s1.b0", "s1.b1"]
+
+    def run(values, half_width):
+        return {
+            "cka": {
+                "layers": layers,
+                "values": values,
+                "ci_low": [None if v is None else v - half_width for v in values],
+                "ci_high": [None if v is None else v + half_width for v in values],
+            }
+        }
+
+    own = [run([1.0, 0.6, 0.8], 0.03), run([1.0, 0.7, None], 0.04)]
+    curve = variant_cka(own)
+    # s1.b0: mean 0.65, seeds' std 0.0707; t(0.975, 1 dof) = 12.706: 12.706 * 0.0707 / sqrt 2 = 0.6353;
+    # image part sqrt((0.03^2 + 0.04^2) / 2) = 0.03536; half-width hypot = 0.6363
+    assert math.isclose(curve["mean"][1], 0.65)
+    assert math.isclose(curve["ci_high"][1] - 0.65, math.hypot(12.7062047 * 0.1 / 2, math.sqrt(0.00125)), rel_tol=1e-6)
+    # s1.b1 is undefined in the second run: one value, the image part alone
+    assert math.isclose(curve["mean"][2], 0.8) and math.isclose(curve["ci_high"][2], 0.83)
+    # the last stage's mean needs every block defined: only the first run counts
+    assert math.isclose(curve["last_stage"]["mean"], 0.7) and curve["last_stage"]["n"] == 1
+    assert curve["cka"] == curve["mean"]
 
 
 def test_last_stage_cka_averages_the_last_swin_stage_blocks():
@@ -127,7 +171,7 @@ def test_settings_name_what_is_wrong(tmp_path):
         AblationSettings(tmp_path, seeds=(0, 0)).validate()
     with pytest.raises(ValueError, match="cannot be split"):
         AblationSettings(tmp_path, pretrain_updates=2).validate()
-    with pytest.raises(ValueError, match="cka_images must be >= 4"):
+    with pytest.raises(ValueError, match="cka_images must be >= 5"):
         AblationSettings(tmp_path, cka_images=3).validate()
     with pytest.raises(ValueError, match="needs its protocol"):
         AblationSettings(tmp_path, ood_eval_dataset=[{}]).validate()
@@ -174,7 +218,10 @@ def test_report_structure_figures_and_results(ablation):
     report = (out / "report.md").read_text()
     for heading in (
         "# MeSa ablation",
-        "## MeSa vs masked-only",
+        "## MeSa vs masked-only and vs masked → supervised",
+        "### MeSa vs masked-only",
+        "### MeSa vs masked → supervised",
+        "## Frozen-encoder probe (mean ± std over seeds)",
         "## Held-out results (mean ± std over seeds)",
         "## Layer-wise CKA",
         "## Training loss per stage",
@@ -188,12 +235,16 @@ def test_report_structure_figures_and_results(ablation):
     assert results["settings"]["variants"] == list(DEFAULT_VARIANTS)
     assert len(results["runs"]) == 2 * len(DEFAULT_VARIANTS)
     for run in results["runs"]:
-        pretraining = {k: v for k, v in run["budget"].items() if k != "finetune"}
+        pretraining = {k: v for k, v in run["budget"].items() if k not in ("finetune", "probe")}
         assert sum(pretraining.values()) == (0 if run["variant"] == "scratch" else 6), run["budget"]
-        assert run["budget"]["finetune"] == 4
-        assert [s["stage"] for s in run["stages"]] == [*stage_names(run["variant"]), "finetune"]
+        assert run["budget"]["finetune"] == 4 and run["budget"]["probe"] == 3
+        assert [s["stage"] for s in run["stages"]] == [*stage_names(run["variant"]), "probe", "finetune"]
         assert [s["global_step"] for s in run["stages"]] == [run["budget"][s["stage"]] for s in run["stages"]]
-        assert all(0.0 <= v <= 1.0 for v in run["cka"]["values"]) and run["cka"]["layers"][0] == "embed"
+        assert run["cka"]["layers"][0] == "embed"
+        # nothing clipped: every CKA is a finite number (negative ones too) inside its interval, or undefined
+        for value, low, high in zip(run["cka"]["values"], run["cka"]["ci_low"], run["cka"]["ci_high"]):
+            assert value is None or (math.isfinite(value) and low <= value <= high)
+        assert run["probe_metrics"]["rmse"] > 0
         assert run["metrics"]["rmse"] > 0 and 0 <= run["metrics"]["d1"] <= 1
     for variant in DEFAULT_VARIANTS:
         rmse = [r["metrics"]["rmse"] for r in results["runs"] if r["variant"] == variant]
@@ -201,12 +252,18 @@ def test_report_structure_figures_and_results(ablation):
         assert results["summary"][variant]["rmse"]["n"] == 2
     # one table row per variant (plus the baseline), in the settings' order
     rows = [line for line in report.splitlines() if line.startswith("| ") and "±" in line]
-    assert len(rows) == len(DEFAULT_VARIANTS)
+    assert len(rows) == 2 * len(DEFAULT_VARIANTS)  # held-out results and the probe
     assert "average training depth map (baseline)" in report
     # the headline figure: MeSa vs masked-only RMSE change, from results.json
     change = results["comparisons"]["mesa_vs_masked"]["rmse"]["relative_change_percent"]
     assert f"{change:+.1f} %" in report
-    assert results["claims"]["rmse"]["paper_change_percent"] == -17.1
+    assert results["claims"]["rmse_vs_masked"]["paper_change_percent"] == -17.1
+    for reference in ("masked", "masked_supervised"):
+        for claim in ("rmse", "probe", "cka"):
+            statement = results["claims"][f"{claim}_vs_{reference}"]["statement"]
+            assert statement[:1].upper() + statement[1:] in report  # as a sentence
+    low, high = results["cka"]["mesa"]["last_stage"]["ci_low"], results["cka"]["mesa"]["last_stage"]["ci_high"]
+    assert f"[{low:.4f}, {high:.4f}]" in report
     assert "wrote" in done.stdout and "report.md" in done.stdout
 
 

@@ -49,6 +49,7 @@ from .variants import (
 
 logger = logging.getLogger(__name__)
 
+CKA_INTERVAL_PERCENT = 95  # the CKA intervals' level (the jackknife's and, over seeds, Student's t)
 RESULT_NAME = "result.json"
 RESULTS_NAME = "results.json"
 INIT_FOLDER = "init"
@@ -199,6 +200,7 @@ class AblationSettings:
             "ood_eval": self.ood_eval_protocol,
             "cka_images": self.cka_images,
             "cka_permutations": self.cka_permutations,
+            "cka_interval_percent": CKA_INTERVAL_PERCENT,
             "probe_updates": self.probe_updates,
         }
 
@@ -315,6 +317,7 @@ def encoder_cka(reference, tuned, processor, images: Sequence[Any], num_permutat
         progress=False,
         undefined="nan",
         num_permutations=num_permutations,
+        confidence=CKA_INTERVAL_PERCENT / 100,
     )
     curve = results["tuned"].diagonal()
     return {"layers": list(curve["layers"]), "values": curve["cka"], **{k: curve[k] for k in CKA_CURVE_KEYS[1:]}}
@@ -497,7 +500,8 @@ def _interval_half_width(values: Sequence[float], half_widths: Sequence[float]) 
 
     image = float(np.sqrt(np.mean(np.square(half_widths)))) if len(half_widths) else 0.0
     seeds = len(values)
-    spread = float(t.ppf(0.975, seeds - 1) * np.std(values, ddof=1) / np.sqrt(seeds)) if seeds > 1 else 0.0
+    quantile = 0.5 + CKA_INTERVAL_PERCENT / 200
+    spread = float(t.ppf(quantile, seeds - 1) * np.std(values, ddof=1) / np.sqrt(seeds)) if seeds > 1 else 0.0
     return float(np.hypot(image, spread))
 
 

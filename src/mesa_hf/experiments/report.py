@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .variants import METRICS, VARIANT_TITLES
+from .variants import METRICS, VARIANT_NAMES, VARIANT_TITLES
 
 FIGURES = {"metrics": "metrics.png", "cka": "cka.png", "loss_curves": "loss_curves.png"}
 FIGURE_METRICS = ("abs_rel", "rmse", "d1", "median_scaled_abs_rel")
-STAGE_COLUMNS = ("masked", "geometric", "supervised", "finetune")
+STAGE_COLUMNS = ("masked", "geometric", "supervised", "probe", "finetune")
 
 
 def number(value: float) -> str:
@@ -58,36 +58,66 @@ def _metrics_table(summary: Mapping[str, Any], baseline: Mapping[str, float] | N
     return lines
 
 
-def _headline(results: Mapping[str, Any]) -> list[str]:
-    comparison = results["comparisons"].get("mesa_vs_masked")
+def _judged(comparison: Mapping[str, Any], n: int) -> str:
+    return (
+        comparison["verdict"] if n < 2 else f"{comparison['verdict']}; seed spread {number(comparison['seed_spread'])}"
+    )
+
+
+def _cka_cell(cell: Mapping[str, float] | None) -> str:
+    if cell is None:
+        return "undefined (the features do not vary over the images)"
+    return f"{number(cell['mean'])} [{number(cell['ci_low'])}, {number(cell['ci_high'])}]"
+
+
+def _headline_against(results: Mapping[str, Any], reference: str) -> list[str]:
+    """The claims of MeSa vs `reference` (``masked`` or ``masked_supervised``): RMSE, probe, last-stage CKA."""
+    name = VARIANT_NAMES.get(reference, reference)
+    summary, claims = results["summary"], results["claims"]
+    comparison = results["comparisons"].get(f"mesa_vs_{reference}")
     if not comparison or "rmse" not in comparison:
-        return ["MeSa vs masked-only: not measured (both variants are needed)."]
-    summary, rmse = results["summary"], comparison["rmse"]
-    claims = results["claims"]
-    judged = (
-        rmse["verdict"]
-        if summary["mesa"]["rmse"]["n"] < 2
-        else (f"{rmse['verdict']}; seed spread {number(rmse['seed_spread'])}")
+        return [f"- MeSa vs {name}: not measured (both variants are needed)."]
+    rmse = comparison["rmse"]
+    claim = claims[f"rmse_vs_{reference}"]
+    paper = (
+        f" The paper: {percent(claim['paper_change_percent'])} on NYUv2."
+        if claim.get("paper_change_percent") is not None
+        else ""
     )
     lines = [
-        f"- **RMSE**: MeSa {_mean_std(summary['mesa']['rmse'])}, masked-only {_mean_std(summary['masked']['rmse'])}:"
-        f" {percent(rmse['relative_change_percent'])} ({judged}). The paper:"
-        f" {percent(claims['rmse']['paper_change_percent'])} on NYUv2. {_sentence(claims['rmse']['statement'])}.",
+        f"- **RMSE**: MeSa {_mean_std(summary['mesa']['rmse'])}, {name} {_mean_std(summary[reference]['rmse'])}:"
+        f" {percent(rmse['relative_change_percent'])} ({_judged(rmse, summary['mesa']['rmse']['n'])}).{paper}"
+        f" {_sentence(claim['statement'])}.",
     ]
-    cka = results["cka"]
-    if "mesa" in cka and "masked" in cka:
-        verdict = claims["cka"]["verdict"] if "cka" in claims else "not compared"
-        statement = _sentence(claims["cka"]["statement"]) if "cka" in claims else "Not compared"
+    probe = results.get("probe_comparisons", {}).get(f"mesa_vs_{reference}", {}).get("rmse")
+    if probe:
+        probe_summary = results["probe_summary"]
         lines.append(
-            "- **CKA of the last stage's blocks** (pre-trained vs fine-tuned encoder; the higher, the less it "
-            f"changed): MeSa {_mean_std(cka['mesa']['last_stage'])}, masked-only "
-            f"{_mean_std(cka['masked']['last_stage'])} ({verdict}). The paper: MeSa's later layers change less in "
-            f"fine-tuning (higher CKA). {statement}."
+            f"- **Frozen-encoder probe RMSE**: MeSa {_mean_std(probe_summary['mesa']['rmse'])}, {name} "
+            f"{_mean_std(probe_summary[reference]['rmse'])}: {percent(probe['relative_change_percent'])} "
+            f"({_judged(probe, probe_summary['mesa']['rmse']['n'])}). "
+            f"{_sentence(claims[f'probe_vs_{reference}']['statement'])}."
         )
-    ood = results["comparisons"].get("mesa_vs_masked_ood", {}).get("rmse")
+    cka = results["cka"]
+    if f"cka_vs_{reference}" in claims:
+        lines.append(
+            "- **CKA of the last stage's blocks** (pre-trained vs fine-tuned encoder, "
+            f"{results['settings']['cka_interval_percent']} % interval; the higher, "
+            f"the less it changed): MeSa {_cka_cell(cka['mesa']['last_stage'])}, {name} "
+            f"{_cka_cell(cka[reference]['last_stage'])}. The paper: MeSa's later layers change less in fine-tuning. "
+            f"{_sentence(claims[f'cka_vs_{reference}']['statement'])}."
+        )
+    ood = results["comparisons"].get(f"mesa_vs_{reference}_ood", {}).get("rmse")
     if ood:
         lines.append(f"- **RMSE out of distribution**: {percent(ood['relative_change_percent'])} ({ood['verdict']}).")
     return lines
+
+
+def _headline(results: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for reference in ("masked", "masked_supervised"):
+        lines += [f"### MeSa vs {VARIANT_NAMES[reference]}", "", *_headline_against(results, reference), ""]
+    return lines[:-1]
 
 
 def _budget_table(settings: Mapping[str, Any]) -> list[str]:
@@ -100,13 +130,15 @@ def _budget_table(settings: Mapping[str, Any]) -> list[str]:
 
 def _runs_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
-        "| variant | seed | RMSE | AbsRel | last-stage CKA | wall time (s) |",
-        "|---|---|---|---|---|---|",
+        "| variant | seed | RMSE | AbsRel | probe RMSE | last-stage CKA | wall time (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        metrics = run["metrics"]
+        metrics, probe = run["metrics"], run.get("probe_metrics") or {}
+        probe_rmse = number(probe["rmse"]) if "rmse" in probe else "–"
         lines.append(
             f"| {_title(run['variant'])} | {run['seed']} | {number(metrics['rmse'])} | {number(metrics['abs_rel'])} "
+            f"| {probe_rmse} "
             f"| {'undefined' if run['cka_last_stage'] is None else number(run['cka_last_stage'])} "
             f"| {run['wall_time_s']} |"
         )
@@ -125,7 +157,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"and is evaluated on the same held-out set ({settings['eval']}). Wall time of the runs: "
         f"{results['wall_time_s']} s.",
         "",
-        "## MeSa vs masked-only",
+        "## MeSa vs masked-only and vs masked → supervised",
         "",
         *_headline(results),
         "",
@@ -136,6 +168,17 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"![metrics]({FIGURES['metrics']})",
         "",
     ]
+    if results.get("probe_summary"):
+        lines += [
+            "## Frozen-encoder probe (mean ± std over seeds)",
+            "",
+            f"Each variant's pre-trained encoder, frozen; the same new depth head (no image branch) trained "
+            f"{settings['probe_updates']} updates on the fine-tuning data, scored on the held-out views. "
+            "`from scratch` is the floor: a randomly initialised encoder.",
+            "",
+            *_metrics_table(results["probe_summary"], None),
+            "",
+        ]
     if results.get("ood_summary"):
         lines += [
             f"## Out of distribution ({settings['ood_eval']})",
@@ -146,9 +189,11 @@ def render_report(results: Mapping[str, Any]) -> str:
     lines += [
         "## Layer-wise CKA between each variant's pre-trained and fine-tuned encoder",
         "",
-        "Linear CKA (minibatch, unbiased HSIC) of every Swin-V2 block's output on "
+        "Debiased linear CKA (one full-batch estimate per block) of every Swin-V2 block's output on "
         f"{settings['cka_images']} held-out images; for `from scratch`, the initial weights are the pre-trained "
-        "encoder.",
+        f"encoder. Intervals: {settings['cka_interval_percent']} %, the runs' leave-one-image-out jackknife and "
+        "the seed-to-seed spread (Student's t) added in quadrature; the grey band is the permutation null "
+        "(shuffled image pairing). Nothing is clipped: a value below 0 is shown as it is.",
         "",
         f"![CKA per layer]({FIGURES['cka']})",
         "",
@@ -221,25 +266,22 @@ def plot_metrics(results: Mapping[str, Any], path: Path) -> Path:
 
 
 def plot_cka(results: Mapping[str, Any], path: Path) -> Path:
-    """Per-layer CKA between pre-trained and fine-tuned encoder: one curve per variant (band = std over seeds)."""
-    from mesa_hf.analysis.plotting import _pyplot
+    """Per-layer CKA between pre-trained and fine-tuned encoder: one curve per variant with its 95 % interval
+    (`mesa_hf.analysis.plotting.draw_layer_cka`), the permutation null as a grey band."""
+    from mesa_hf.analysis.plotting import _pyplot, draw_layer_cka
 
     plt = _pyplot()
     cka = results["cka"]
-    colors = _colors(list(cka))
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for variant, curve in cka.items():
-        x = np.arange(len(curve["layers"]))
-        mean = np.array([np.nan if v is None else v for v in curve["mean"]], dtype=float)
-        std = np.array([np.nan if v is None else v for v in curve["std"]], dtype=float)
-        ax.plot(x, mean, marker="o", color=colors[variant], label=_title(variant))
-        ax.fill_between(x, mean - std, mean + std, color=colors[variant], alpha=0.2)
-    layers = next(iter(cka.values()))["layers"] if cka else []
-    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0.0, 1.05)
+    curves = {_title(variant): curve for variant, curve in cka.items()}
+    colors = {_title(variant): color for variant, color in _colors(list(cka)).items()}
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    if curves:
+        draw_layer_cka(ax, curves, colors)
     ax.set_ylabel("linear CKA (pre-trained vs fine-tuned)")
-    ax.set_title("How much each encoder layer changes in fine-tuning (higher = less)", fontsize=10)
-    ax.legend(fontsize=7)
+    level = results["settings"].get("cka_interval_percent", 95)
+    ax.set_title(
+        f"How much each encoder layer changes in fine-tuning (higher = less), {level} % intervals", fontsize=10
+    )
     return _save_figure(fig, path)
 
 
