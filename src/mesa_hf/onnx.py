@@ -555,8 +555,7 @@ def export_onnx(
 
 
 def add_export_arguments(parser: Any) -> None:
-    """Arguments of `mesa-hf export onnx CHECKPOINT OUTPUT_DIR`."""
-    parser.add_argument("format", choices=["onnx"], help="export format")
+    """Arguments of `mesa-hf export onnx CHECKPOINT OUTPUT_DIR` (the `onnx` subparser of `mesa-hf export`)."""
     parser.add_argument("checkpoint", type=Path, help="MeSa depth checkpoint folder")
     parser.add_argument("output_dir", type=Path, help="new (or empty) output folder")
     parser.add_argument("--height", type=int, default=480, help="input height, a multiple of 32")
