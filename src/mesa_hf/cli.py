@@ -393,9 +393,36 @@ from mesa_hf.demo.cli import add_demo_arguments, run_demo  # noqa: E402
 register_subcommand("demo", "web demo (Gradio): depth of photos, point clouds", add_demo_arguments, run_demo)
 
 from mesa_hf.onnx import add_export_arguments, run_export  # noqa: E402
+from mesa_hf.web_export import add_web_export_arguments, run_web_export  # noqa: E402
+
+EXPORT_FORMATS = {
+    "onnx": ("ONNX + ONNX Runtime check", add_export_arguments, run_export),
+    "web": (
+        "a static page running the model in the browser (onnxruntime-web)",
+        add_web_export_arguments,
+        run_web_export,
+    ),
+}
+
+
+def add_export_format_arguments(parser: argparse.ArgumentParser) -> None:
+    """`mesa-hf export onnx|web ...`: one subparser per format."""
+    formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    for name, (help_text, add_arguments, run) in EXPORT_FORMATS.items():
+        sub = formats.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(_run_export=run)
+
+
+def run_export_format(args: argparse.Namespace) -> int:
+    return args._run_export(args)
+
 
 register_subcommand(
-    "export", "export a depth checkpoint (onnx: ONNX + ONNX Runtime check)", add_export_arguments, run_export
+    "export",
+    "export a depth checkpoint (onnx: ONNX file; web: static browser page)",
+    add_export_format_arguments,
+    run_export_format,
 )
 
 
