@@ -167,6 +167,59 @@ def half_pixel_shift_error(render_view, intrinsics: np.ndarray) -> float:
     return float(max(errors))
 
 
+def fit_free_depth(
+    batch: ClipBatch,
+    steps: int = 300,
+    learning_rate: float = 0.05,
+    initial_depth: float = 3.0,
+    ssim_weight: float = 0.85,
+    smoothness_weight: float = 1e-3,
+    levels: int = 1,
+) -> torch.Tensor:
+    """A free per-pixel depth map (B, 1, H, W) fitted to the clips under the geometric stage's loss
+    (`modeling_mesa.self_supervised_scale_loss`: minimum reprojection, auto-masking, edge-aware smoothness at
+    `smoothness_weight`), with the true poses, from a constant `initial_depth` metres.
+
+    The parameters are log-depth maps at `levels` resolutions (full, 1/2, 1/4, ...), summed after bilinear
+    upsampling (1: one full-resolution map); Adam at `learning_rate` for `steps` steps."""
+    from ..modeling_mesa import self_supervised_scale_loss
+
+    b, _, h, w = batch.depth.shape
+    params = [
+        torch.full((b, 1, max(h >> i, 2), max(w >> i, 2)), float(np.log(initial_depth)) if i == 0 else 0.0)
+        for i in range(levels)
+    ]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    identity = unwarped_errors(batch, ssim_weight)
+
+    def depth_of():
+        log_depth = params[0]
+        for p in params[1:]:
+            log_depth = log_depth + torch.nn.functional.interpolate(
+                p, size=(h, w), mode="bilinear", align_corners=False
+            )
+        return log_depth.exp()
+
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss, _ = self_supervised_scale_loss(
+            depth_of(),
+            batch.target,
+            batch.sources,
+            batch.poses,
+            batch.intrinsics,
+            identity,
+            ssim_weight,
+            smoothness_weight,
+        )
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return depth_of()
+
+
 def median_scaled_abs_rel(pred: torch.Tensor, gt: torch.Tensor) -> float:
     """AbsRel over all pixels after per-image median scaling (pred, gt: (B, 1, H, W) or (B, H, W) metres)."""
     pred, gt = pred.reshape(-1, *pred.shape[-2:]).double(), gt.reshape(-1, *gt.shape[-2:]).double()
@@ -180,6 +233,7 @@ __all__ = [
     "camera_flows",
     "contrast_table",
     "depth_scale_sweep",
+    "fit_free_depth",
     "flat_plane_depth",
     "half_pixel_shift_error",
     "median_scaled_abs_rel",
