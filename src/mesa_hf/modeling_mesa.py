@@ -497,6 +497,46 @@ class MeSaPoseNetwork(nn.Module):
         return pose_vec_to_matrix(axisangle, translation, invert=invert)
 
 
+def self_supervised_scale_loss(
+    scale_depth: torch.Tensor,
+    target_image: torch.Tensor,
+    source_images: torch.Tensor,
+    poses: torch.Tensor,
+    intrinsics: torch.Tensor,
+    identity_errors: torch.Tensor | None,
+    ssim_weight: float,
+    smoothness_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scale of the geometric objective (Monodepth2): per-pixel minimum reprojection with auto-masking plus
+    edge-aware smoothness of the disparity.
+
+    `scale_depth` (B, 1, h, w) metres is upsampled to the images' (H, W) for warping; every source
+    (`source_images` (B, S, 3, H, W) in [0, 1], `poses` (B, S, 4, 4) target->source, `intrinsics` (B, 3, 3)) is
+    warped into `target_image` (B, 3, H, W); `identity_errors` (B, S, H, W) are the unwarped sources' errors (None:
+    no auto-masking). The smoothness of ``1 / scale_depth`` against the target at (h, w) is weighted by
+    `smoothness_weight` (the caller's ``smoothness_weight / 2**scale``). Returns ``(loss, auto_mask (B, 1, H, W))``.
+    """
+    height, width = target_image.shape[-2:]
+    full_depth = scale_depth
+    if scale_depth.shape[-2:] != (height, width):
+        full_depth = F.interpolate(scale_depth, size=(height, width), mode="bilinear", align_corners=False)
+    reprojection = torch.cat(
+        [
+            photometric_error(
+                warp_frame(source_images[:, j], full_depth, poses[:, j], intrinsics)[0], target_image, ssim_weight
+            )
+            for j in range(poses.shape[1])
+        ],
+        dim=1,
+    )
+    per_pixel, auto_mask = min_reprojection_loss(reprojection, identity_errors)
+    image = target_image
+    if scale_depth.shape[-2:] != (height, width):
+        image = F.interpolate(target_image, size=scale_depth.shape[-2:], mode="bilinear", align_corners=False)
+    smoothness = edge_aware_smoothness(1.0 / scale_depth, image)
+    return per_pixel.mean() + smoothness_weight * smoothness, auto_mask
+
+
 class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
     """The geometric objective: self-supervised depth from video (Monodepth2-style) on the MeSa depth network.
 
@@ -584,7 +624,6 @@ class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
         self._check_video_inputs(pixel_values, source_pixel_values, target_image, source_images, intrinsics, poses)
         if self.config.pose_source == "network":
             poses = self.predict_poses(pixel_values, source_pixel_values)
-        height, width = depth.shape[-2:]
         scale_depths = [depth[:, None]] + [
             logits_to_depth(head(feature), self.config) for head, feature in zip(self.scale_heads, intermediate)
         ]
@@ -597,28 +636,19 @@ class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
         )
         losses, auto_mask = [], None
         for scale, scale_depth in enumerate(scale_depths):
-            full_depth = scale_depth
-            if scale_depth.shape[-2:] != (height, width):
-                full_depth = F.interpolate(scale_depth, size=(height, width), mode="bilinear", align_corners=False)
-            reprojection = torch.cat(
-                [
-                    photometric_error(
-                        warp_frame(source_images[:, j], full_depth, poses[:, j], intrinsics)[0],
-                        target_image,
-                        self.config.ssim_weight,
-                    )
-                    for j in range(poses.shape[1])
-                ],
-                dim=1,
+            scale_loss, mask = self_supervised_scale_loss(
+                scale_depth,
+                target_image,
+                source_images,
+                poses,
+                intrinsics,
+                identity,
+                self.config.ssim_weight,
+                self.config.smoothness_weight / 2**scale,
             )
-            per_pixel, mask = min_reprojection_loss(reprojection, identity)
             if scale == 0:
                 auto_mask = mask
-            image = target_image
-            if scale_depth.shape[-2:] != (height, width):
-                image = F.interpolate(target_image, size=scale_depth.shape[-2:], mode="bilinear", align_corners=False)
-            smoothness = edge_aware_smoothness(1.0 / scale_depth, image)
-            losses.append(per_pixel.mean() + self.config.smoothness_weight / 2**scale * smoothness)
+            losses.append(scale_loss)
         loss = torch.stack(losses).mean()
         output = MeSaSelfSupervisedOutput(
             loss=loss, predicted_depth=depth, poses=poses, auto_mask=auto_mask, hidden_states=hidden_states
@@ -635,4 +665,5 @@ __all__ = [
     "MeSaPoseNetwork",
     "MeSaPreTrainedModel",
     "MeSaSelfSupervisedOutput",
+    "self_supervised_scale_loss",
 ]

@@ -12,9 +12,13 @@ The rooms carry the monocular depth cues of real interiors: every texture has th
 square tiles (`FLOOR_TILE_SIZE`), whose grout lines converge in perspective; and surfaces look like what they are
 (one paint for the four walls, a light ceiling, a darker floor; furniture and pictures in random colours).
 
-:func:`render` casts one ray per pixel centre through a pinhole camera (OpenCV convention: camera x right, y down,
-z forward) and returns the RGB image and the exact **z-depth** (distance along the optical axis, the convention of
-depth maps). Rooms are 3.6–9 m × 2.5–3.2 m × 3.6–10 m, so depths span about 0.5–10 m like NYUv2. Cameras move on
+:func:`render` casts rays through a pinhole camera (OpenCV convention: camera x right, y down, z forward) and
+returns the RGB image and the exact **z-depth** at each pixel centre (distance along the optical axis, the
+convention of depth maps). By default the image is band-limited: textures are looked up in a Gaussian mip pyramid
+at the level of each sample's footprint (ray differentials) and every pixel averages 2 x 2 such samples, so that
+the image of a surface point does not change with sub-pixel camera motion and a warp can resample it
+(`mesa_hf.data.world_checks` measures this); ``band_limited=False`` keeps the original one-sample, point-sampled
+renderer. Rooms are 3.6–9 m × 2.5–3.2 m × 3.6–10 m, so depths span about 0.5–10 m like NYUv2. Cameras move on
 smooth trajectories (sums of sinusoids in position and heading) inside a free region away from the furniture.
 Everything is deterministic per seed.
 
@@ -126,6 +130,61 @@ def texture_bank(num_textures: int = 48, seed: int = 1234, size: int = TEXTURE_S
     bank = np.stack([make_pattern(rng, size) for _ in range(num_textures)] + [make_floor_tiles(rng, size)])
     bank.setflags(write=False)
     return bank
+
+
+MIP_SIGMA = 0.7  # Gaussian prefilter of mip level l: sigma = MIP_SIGMA * 2**l texels
+MIP_BIAS = 0.0  # added to log2(footprint) when choosing the mip level (> 0 blurs more)
+
+
+@dataclass(frozen=True)
+class MipPyramid:
+    """Prefiltered, subsampled copies of a pattern bank, flattened for vectorised lookup.
+
+    Level ``l`` holds the patterns low-passed by a periodic Gaussian of ``MIP_SIGMA * 2**l`` texels and sampled
+    every ``2**l`` texels (sample ``j`` sits at texel ``j * 2**l``): ``flat[offsets[l] + n * s*s + row * s + col]``
+    with ``s = sizes[l]``.
+    """
+
+    flat: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.sizes)
+
+
+def build_mip_pyramid(patterns: np.ndarray, sigma: float = MIP_SIGMA) -> MipPyramid:
+    """The :class:`MipPyramid` of periodic patterns (N, T, T) (T a power of two), filtered exactly in Fourier space."""
+    size = patterns.shape[-1]
+    if patterns.shape[-2] != size or size & (size - 1):
+        raise ValueError(f"patterns must be square with a power-of-two side, got {patterns.shape[1:]}")
+    spectrum = np.fft.rfft2(patterns.astype(np.float64))
+    freq2 = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2  # (cycles / texel)^2
+    levels = []
+    for level in range(int(np.log2(size)) + 1):
+        gain = np.exp(-2.0 * np.pi**2 * (sigma * 2**level) ** 2 * freq2)
+        filtered = np.fft.irfft2(spectrum * gain, s=(size, size))
+        levels.append(filtered[:, :: 2**level, :: 2**level].astype(np.float32))
+    sizes = np.array([lv.shape[-1] for lv in levels], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum([lv.size for lv in levels])[:-1]]).astype(np.int64)
+    flat = np.concatenate([lv.reshape(-1) for lv in levels])
+    flat.setflags(write=False)
+    return MipPyramid(flat, offsets, sizes)
+
+
+_PYRAMIDS: dict[int, tuple[np.ndarray, MipPyramid]] = {}
+
+
+def mip_pyramid(patterns: np.ndarray) -> MipPyramid:
+    """The cached :class:`MipPyramid` of a pattern bank (rooms share `texture_bank`'s, so it is built once)."""
+    entry = _PYRAMIDS.get(id(patterns))
+    if entry is None or entry[0] is not patterns:
+        if len(_PYRAMIDS) >= 4:
+            _PYRAMIDS.clear()
+        entry = (patterns, build_mip_pyramid(patterns, MIP_SIGMA))
+        _PYRAMIDS[id(patterns)] = entry
+    return entry[1]
 
 
 # ---------------------------------------------------------------- rooms
@@ -311,7 +370,12 @@ def _project_bounds(corners: np.ndarray, world_to_cam: np.ndarray, k: np.ndarray
     return r0, r1, c0, c1
 
 
-def render(room: Room, cam_to_world: np.ndarray, intrinsics: np.ndarray, height: int, width: int):
+SUPERSAMPLING = 2  # band-limited renders shade SUPERSAMPLING x SUPERSAMPLING samples per pixel
+
+
+def render(
+    room: Room, cam_to_world: np.ndarray, intrinsics: np.ndarray, height: int, width: int, band_limited: bool = True
+):
     """Render one view.
 
     Args:
@@ -319,9 +383,40 @@ def render(room: Room, cam_to_world: np.ndarray, intrinsics: np.ndarray, height:
         cam_to_world: (4, 4) camera-to-world pose (OpenCV camera axes, metres); the camera must be inside the room.
         intrinsics: (3, 3) pinhole matrix in pixels (pixel centres at integer coordinates).
         height, width: image size.
+        band_limited: a view-consistent, band-limited image. Every texture sample is filtered to its footprint
+            (trilinear lookup in the patterns' :class:`MipPyramid`, the level ``log2`` of the texel footprint
+            from the ray differentials), and each pixel averages `SUPERSAMPLING`² such samples spread evenly over
+            its area, which also antialiases the edges of objects. A surface point then looks the same from
+            every view, and warping the image resamples it faithfully. The depth is still cast through the pixel
+            centre. False: the original renderer, one bilinear sample of the full-resolution texture per pixel
+            centre (aliased beyond about 2 m).
 
     Returns:
         image (H, W, 3) uint8, depth (H, W) float32 z-depth in metres (every pixel valid).
+    """
+    if not band_limited:
+        image, depth = _ray_cast(room, cam_to_world, intrinsics, height, width, texture="point")
+        return _to_uint8(image), depth
+    s = SUPERSAMPLING
+    fine = np.array(intrinsics, dtype=np.float64)
+    # sample (s*u + i) of the fine grid sits at pixel u + (i - (s-1)/2) / s: the s samples average to the centre
+    fine[:2, :2] *= s
+    fine[:2, 2] = fine[:2, 2] * s + (s - 1) / 2
+    image, _ = _ray_cast(room, cam_to_world, fine, height * s, width * s, texture="filtered")
+    image = image.reshape(height, s, width, s, 3).mean(axis=(1, 3))
+    _, depth = _ray_cast(room, cam_to_world, intrinsics, height, width, texture=None)
+    return _to_uint8(image), depth
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(image + 0.5, 0.0, 255.0).astype(np.uint8)
+
+
+def _ray_cast(room: Room, cam_to_world, intrinsics, height: int, width: int, texture: str | None):
+    """One ray per pixel centre: (image (H, W, 3) float32 0-255 or None, z-depth (H, W) float32).
+
+    ``texture``: ``"point"`` (one bilinear lookup of the full-resolution texture), ``"filtered"`` (the mip level
+    of the sample's footprint) or None (depth only).
     """
     pose = np.asarray(cam_to_world, dtype=np.float64)
     k = np.asarray(intrinsics, dtype=np.float64)
@@ -389,6 +484,8 @@ def render(room: Room, cam_to_world: np.ndarray, intrinsics: np.ndarray, height:
             axis[sl][hit] = np.argmax(np.abs(n_s), axis=0)  # texture plane: the dominant normal axis
             normal_override.append((sl, hit, n_s))
 
+        if texture is None:
+            return None, t.astype(np.float32)
         # surface points; texture coordinates in the face plane
         # (x-faces: (z, y), floor/ceiling: (x, z), z-faces: (x, y))
         p = [o[a] + t * d[a] for a in range(3)]
@@ -397,7 +494,12 @@ def render(room: Room, cam_to_world: np.ndarray, intrinsics: np.ndarray, height:
         scale = np.take(room.texel_scale.astype(np.float32), obj)
         fu = u * scale + np.take(room.texel_offset[:, 0].astype(np.float32), obj)
         fv = v * scale + np.take(room.texel_offset[:, 1].astype(np.float32), obj)
-        pattern = _bilinear(room.patterns, np.take(room.pattern_index.astype(np.int32), obj), fu, fv)
+        pattern_index = np.take(room.pattern_index.astype(np.int32), obj)
+        if texture == "filtered":
+            level = np.log2(_texel_footprint(d, t, axis, normal_override, rot, k) * scale) + MIP_BIAS
+            pattern = _mip_lookup(mip_pyramid(room.patterns), pattern_index, fu, fv, level)
+        else:
+            pattern = _bilinear(room.patterns, pattern_index, fu, fv)
 
         # lambertian shading from the point light; axis faces have normal -sign(direction) along their axis
         to_light = [float(room.light[a]) - p[a] for a in range(3)]
@@ -413,28 +515,71 @@ def render(room: Room, cam_to_world: np.ndarray, intrinsics: np.ndarray, height:
         colours = room.colours.astype(np.float32)
         bright, dark = colours[:, 0][obj], colours[:, 1][obj]
         image = (dark + (bright - dark) * pattern[..., None]) * (shade * 255.0)[..., None]
-    image = np.clip(image + 0.5, 0.0, 255.0).astype(np.uint8)
     return image, t.astype(np.float32)
 
 
-def _bilinear(patterns: np.ndarray, index: np.ndarray, fu: np.ndarray, fv: np.ndarray) -> np.ndarray:
-    """Bilinear, periodic lookup of scalar patterns (N, T, T) at texel coordinates fu, fv (H, W) of pattern
-    ``index`` (H, W) → (H, W) float32."""
-    size = patterns.shape[1]
-    flat = patterns.reshape(-1)
+def _texel_footprint(d, t, axis, normal_override, rot, k) -> np.ndarray:
+    """Surface metres per pixel at each pixel centre (H, W): the longer of the two ray differentials, i.e. how far
+    the surface point moves in its texture plane when the pixel moves by one column or one row.
+
+    A one-column step turns the ray (camera z = 1) by ``rx = R[:, 0] / fx``; on a surface with normal n the hit
+    point moves by ``t * (rx - (n . rx) / (n . d) * d)`` (t the z-depth), projected on the face's texture axes.
+    """
+    steps = [rot[:, 0] / k[0, 0], rot[:, 1] / k[1, 1]]  # world ray change per column / per row
+    n_dot_d = np.where(axis == 0, d[0], np.where(axis == 1, d[1], d[2]))
+    n_dot_step = [np.where(axis == 0, float(st[0]), np.where(axis == 1, float(st[1]), float(st[2]))) for st in steps]
+    for sl, hit, n_s in normal_override:
+        n_dot_d[sl][hit] = sum(n_s[a] * d[a][sl][hit] for a in range(3))
+        for st, n_dot in zip(steps, n_dot_step):
+            n_dot[sl][hit] = sum(n_s[a] * float(st[a]) for a in range(3))
+    longest = None
+    for st, n_dot in zip(steps, n_dot_step):
+        ratio = n_dot / n_dot_d
+        move = [t * (float(st[a]) - ratio * d[a]) for a in range(3)]
+        along_u = np.where(axis == 0, move[2], move[0])
+        along_v = np.where(axis == 1, move[2], move[1])
+        length2 = along_u * along_u + along_v * along_v
+        longest = length2 if longest is None else np.maximum(longest, length2)
+    return np.sqrt(longest)
+
+
+def _mip_lookup(pyramid: MipPyramid, index: np.ndarray, fu: np.ndarray, fv: np.ndarray, level: np.ndarray):
+    """Trilinear lookup: bilinear in the two mip levels around ``level`` (H, W) (clamped to the pyramid), blended
+    linearly; fu, fv in level-0 texels, ``index`` (H, W) the pattern per pixel. Returns (H, W) float32."""
+    level = np.clip(np.nan_to_num(level, nan=0.0), 0.0, pyramid.num_levels - 1).astype(np.float32)
+    lo = np.minimum(np.floor(level).astype(np.int32), pyramid.num_levels - 2)
+    blend = level - lo
+    out = None
+    for lv, weight in ((lo, 1.0 - blend), (lo + 1, blend)):
+        size = pyramid.sizes[lv]
+        factor = np.ldexp(np.float32(1.0), -lv)  # 2**-level
+        value = _bilinear_flat(pyramid.flat, pyramid.offsets[lv] + index * size * size, size, fu * factor, fv * factor)
+        out = value * weight if out is None else out + value * weight
+    return out
+
+
+def _bilinear_flat(flat: np.ndarray, base, size, fu: np.ndarray, fv: np.ndarray) -> np.ndarray:
+    """Bilinear, periodic lookup in square grids stored flat: grid ``flat[base + row * size + col]`` (base and the
+    power-of-two size per pixel or shared) at coordinates fu (column), fv (row) → (H, W) float32."""
     iu, iv = np.floor(fu), np.floor(fv)
     wu, wv = fu - iu, fv - iv
     mask = size - 1
-    iu = iu.astype(np.int32) & mask
-    iv = iv.astype(np.int32) & mask
+    iu = iu.astype(np.int64) & mask
+    iv = iv.astype(np.int64) & mask
     iu1, iv1 = (iu + 1) & mask, (iv + 1) & mask
-    base = index * (size * size)
     row0, row1 = base + iv * size, base + iv1 * size
     top = np.take(flat, row0 + iu)
     top += (np.take(flat, row0 + iu1) - top) * wu
     bottom = np.take(flat, row1 + iu)
     bottom += (np.take(flat, row1 + iu1) - bottom) * wu
     return top + (bottom - top) * wv
+
+
+def _bilinear(patterns: np.ndarray, index: np.ndarray, fu: np.ndarray, fv: np.ndarray) -> np.ndarray:
+    """Bilinear, periodic lookup of scalar patterns (N, T, T) at texel coordinates fu, fv (H, W) of pattern
+    ``index`` (H, W) → (H, W) float32."""
+    size = patterns.shape[1]
+    return _bilinear_flat(patterns.reshape(-1), index * (size * size), size, fu, fv)
 
 
 # ---------------------------------------------------------------- the three dataset kinds
@@ -446,7 +591,7 @@ def _png_bytes(image: np.ndarray) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def synthetic_view(seed: int, index: int, height: int, width: int, views_per_room: int = 4):
+def synthetic_view(seed: int, index: int, height: int, width: int, views_per_room: int = 4, band_limited: bool = True):
     """Render sample ``index`` of a synthetic set: (image, depth, intrinsics, cam_to_world, scene name)."""
     room_id = index // views_per_room
     room = make_room(np.random.default_rng([seed, room_id]))
@@ -454,12 +599,19 @@ def synthetic_view(seed: int, index: int, height: int, width: int, views_per_roo
     frame = np.random.default_rng([seed, room_id, 2, index % views_per_room]).uniform(0.0, 2000.0)
     k = default_intrinsics(height, width)
     pose = trajectory.pose(frame)
-    image, depth = render(room, pose, k, height, width)
+    image, depth = render(room, pose, k, height, width, band_limited)
     return image, depth, k, pose, f"synthetic-{seed}-{room_id}"
 
 
 def synthetic_clip(
-    seed: int, index: int, height: int, width: int, frame_offsets=(-1, 1), speed: float = 0.05, clips_per_room: int = 4
+    seed: int,
+    index: int,
+    height: int,
+    width: int,
+    frame_offsets=(-1, 1),
+    speed: float = 0.05,
+    clips_per_room: int = 4,
+    band_limited: bool = True,
 ):
     """Clip ``index`` of a synthetic video set: frames at ``target + offset`` along one smooth trajectory.
 
@@ -475,7 +627,7 @@ def synthetic_clip(
     k = default_intrinsics(height, width)
     frames = [target, *(target + int(o) for o in frame_offsets)]
     poses = np.stack([trajectory.pose(f) for f in frames])
-    rendered = [render(room, pose, k, height, width) for pose in poses]
+    rendered = [render(room, pose, k, height, width, band_limited) for pose in poses]
     return {
         "images": [r[0] for r in rendered],
         "depths": [r[1] for r in rendered],
@@ -486,15 +638,15 @@ def synthetic_clip(
     }
 
 
-def _depth_rows(num_samples, height, width, seed, views_per_room):
+def _depth_rows(num_samples, height, width, seed, views_per_room, band_limited=True):
     for i in range(num_samples):
-        image, depth, k, _, scene = synthetic_view(seed, i, height, width, views_per_room)
+        image, depth, k, _, scene = synthetic_view(seed, i, height, width, views_per_room, band_limited)
         yield {"image": _png_bytes(image), "depth": depth, "intrinsics": k.astype(np.float32).tolist(), "scene": scene}
 
 
-def _video_rows(num_clips, height, width, seed, frame_offsets, speed, clips_per_room):
+def _video_rows(num_clips, height, width, seed, frame_offsets, speed, clips_per_room, band_limited=True):
     for i in range(num_clips):
-        clip = synthetic_clip(seed, i, height, width, frame_offsets, speed, clips_per_room)
+        clip = synthetic_clip(seed, i, height, width, frame_offsets, speed, clips_per_room, band_limited)
         yield {
             "image": _png_bytes(clip["images"][0]),
             "source_images": [_png_bytes(im) for im in clip["images"][1:]],
@@ -507,9 +659,9 @@ def _video_rows(num_clips, height, width, seed, frame_offsets, speed, clips_per_
         }
 
 
-def _image_rows(num_samples, height, width, seed, views_per_room):
+def _image_rows(num_samples, height, width, seed, views_per_room, band_limited=True):
     for i in range(num_samples):
-        yield {"image": _png_bytes(synthetic_view(seed, i, height, width, views_per_room)[0])}
+        yield {"image": _png_bytes(synthetic_view(seed, i, height, width, views_per_room, band_limited)[0])}
 
 
 def _build(generator, features, gen_kwargs, streaming, cache_dir):
@@ -533,12 +685,14 @@ def synthetic_depth_dataset(
     views_per_room: int = 4,
     streaming: bool = False,
     cache_dir: str | None = None,
+    band_limited: bool = True,
 ) -> Dataset | IterableDataset:
     """``depth``-kind synthetic dataset: random views (``views_per_room`` per room) with exact z-depth in metres,
-    NYUv2-like intrinsics and the room as ``scene``. Deterministic per ``seed``."""
+    NYUv2-like intrinsics and the room as ``scene``. ``band_limited``: see :func:`render`. Deterministic per
+    ``seed``."""
     _check_size(num_samples, height, width)
     kwargs = {"num_samples": num_samples, "height": height, "width": width, "seed": seed}
-    kwargs["views_per_room"] = views_per_room
+    kwargs.update(views_per_room=views_per_room, band_limited=bool(band_limited))
     return _build(_depth_rows, DEPTH_FEATURES, kwargs, streaming, cache_dir)
 
 
@@ -552,15 +706,21 @@ def synthetic_video_dataset(
     clips_per_room: int = 4,
     streaming: bool = False,
     cache_dir: str | None = None,
+    band_limited: bool = True,
 ) -> Dataset | IterableDataset:
     """``video``-kind synthetic dataset: per row a target frame, source frames at ``frame_offsets`` along a smooth
     trajectory (about ``speed`` metres per frame), intrinsics, camera-to-world poses (target first) and the target's
-    depth. Deterministic per ``seed``."""
+    depth. ``band_limited``: see :func:`render`. Deterministic per ``seed``."""
     _check_size(num_clips, height, width)
     if not frame_offsets or 0 in frame_offsets:
         raise ValueError(f"frame_offsets must be non-empty and non-zero, got {frame_offsets}")
     kwargs = {"num_clips": num_clips, "height": height, "width": width, "seed": seed}
-    kwargs.update(frame_offsets=tuple(int(o) for o in frame_offsets), speed=speed, clips_per_room=clips_per_room)
+    kwargs.update(
+        frame_offsets=tuple(int(o) for o in frame_offsets),
+        speed=speed,
+        clips_per_room=clips_per_room,
+        band_limited=bool(band_limited),
+    )
     return _build(_video_rows, VIDEO_FEATURES, kwargs, streaming, cache_dir)
 
 
@@ -572,9 +732,10 @@ def synthetic_image_dataset(
     views_per_room: int = 4,
     streaming: bool = False,
     cache_dir: str | None = None,
+    band_limited: bool = True,
 ) -> Dataset | IterableDataset:
     """``images``-kind synthetic dataset (the RGB of :func:`synthetic_depth_dataset` views). Deterministic per seed."""
     _check_size(num_samples, height, width)
     kwargs = {"num_samples": num_samples, "height": height, "width": width, "seed": seed}
-    kwargs["views_per_room"] = views_per_room
+    kwargs.update(views_per_room=views_per_room, band_limited=bool(band_limited))
     return _build(_image_rows, IMAGE_FEATURES, kwargs, streaming, cache_dir)
