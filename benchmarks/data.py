@@ -6,7 +6,10 @@ machine do not distort them. Ratios are against peers measured in the same run: 
 decoding one real RGB-D pair from disk (a 640×480 NYUv2 PNG + 16-bit depth PNG) for the renderer; the plain
 ``eval`` transform (normalisation only) for the augmenting transforms. With ``shared/data`` beside the repository
 it also prints the ground-truth warp check on 7-Scenes and TUM (Monodepth2 photometric error of the GT-warped vs
-the unwarped source).
+the unwarped source). The world check prints the contrast table of the demo recipe's geometric clips
+(`mesa_hf.data.world_checks`: the per-pixel minimum photometric error at the true depth, x 1.3, a flat plane at the
+median depth and the unwarped source) for the original world (one point sample per pixel, frames 0, -1, +1) beside
+the band-limited one with the demo recipe's frame offsets, with the camera flows of each.
 """
 
 from __future__ import annotations
@@ -63,12 +66,23 @@ def bench_renderer(frames: int) -> None:
 
     fps = rate(one_frame, frames)
     wall = rate.wall
+
+    def one_point_sampled_frame():
+        i = next(counter)
+        render(rooms[i % 4], trajectories[i % 4].pose(i), k, height, width, band_limited=False)
+
+    old = rate(one_point_sampled_frame, frames)
+    print(
+        f"synthetic world, original point-sampled render, {height}x{width}: {old:7.1f} frames/s "
+        f"(wall-clock {rate.wall:.1f}; peer of the band-limited render below)"
+    )
     full = rate(lambda: synthetic_view(0, next(counter), height, width), max(frames // 2, 10))
     print(
         f"synthetic world, render only, {height}x{width}: {fps:7.1f} frames/s (wall-clock {wall:.1f}; "
         f"{fps / 50:.2f}x the 50 frames/s target)"
     )
     print(f"synthetic world, new room + trajectory + render: {full:7.1f} frames/s (wall-clock {rate.wall:.1f})")
+    print(f"band-limited render costs {old / fps:.2f}x the point-sampled one")
     if (DATA / "nyu_test10").is_dir():
         image, depth = DATA / "nyu_test10" / "image_0.png", DATA / "nyu_test10" / "depth_0.png"
 
@@ -95,6 +109,31 @@ def bench_transforms(samples: int) -> None:
     mim = build_transform("masked", seed=0)
     r = rate(lambda: mim.sample(image), samples)
     print(f"masked transform (SimMIM crop 192 + mask):            {r:7.1f} samples/s  ({r / base:.2f}x eval)")
+
+
+def world_check(clips: int) -> None:
+    """The contrast table and camera flows of the demo recipe's geometric clips, original world vs new."""
+    from mesa_hf.data.world_checks import ClipBatch, camera_flows, contrast_table
+    from mesa_hf.training.recipes import STAGES
+
+    geometric = STAGES["geometric"]
+    offsets = tuple(geometric.config_values("demo")["frame_offsets"])
+    worlds = [("1 sample per pixel (original), +-1", False, (-1, 1)), (f"band-limited, {offsets}", True, offsets)]
+    print(f"world check: demo recipe's geometric clips, 96x128, {clips} clips (mean per-pixel min photometric error)")
+    print("| rendering, frame offsets | true depth | true x 1.3 | flat plane (x true) | unwarped | flow t / r (px) |")
+    print("|---|---|---|---|---|---|")
+    for name, band_limited, frame_offsets in worlds:
+        clip_list = [
+            synthetic_clip(geometric.synthetic_seed, i, 96, 128, frame_offsets, band_limited=band_limited)
+            for i in range(clips)
+        ]
+        batch = ClipBatch.from_clips(clip_list)
+        table, flows = contrast_table(batch), camera_flows(batch)
+        print(
+            f"| {name} | {table['true depth']:.4f} | {table['true x 1.3']:.4f} | {table['flat plane']:.4f} "
+            f"({table['flat plane'] / table['true depth']:.2f}x) | {table['unwarped']:.4f} | "
+            f"{flows['translational']:.1f} / {flows['rotational']:.1f} |"
+        )
 
 
 def warp_check() -> None:
@@ -129,11 +168,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--no-warp", action="store_true")
+    parser.add_argument("--clips", type=int, default=8, help="clips of the world check")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, 1 thread used")
     bench_renderer(args.frames)
     bench_transforms(args.samples)
+    world_check(args.clips)
     if not args.no_warp:
         warp_check()
 
