@@ -210,3 +210,12 @@ def test_not_an_lmdb_is_a_one_line_error(tmp_path, capsys):
     assert main(["convert", "lsun", str(tmp_path / "photos"), str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not an LSUN LMDB" in err
+
+
+def test_convert_options_of_the_other_kind_are_refused(lsun, tmp_path, capsys):
+    path, _, _ = lsun
+    assert main(["convert", "lsun", str(path), str(tmp_path / "o"), "--preset", "tiny", "--no-progress"]) == 2
+    assert "--preset apply to checkpoint conversion" in capsys.readouterr().err
+    assert main(["convert", "simmim", str(path), str(tmp_path / "o"), "--format", "parquet"]) == 2
+    assert "apply to `convert lsun` only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -393,9 +393,11 @@ def add_convert_with_lsun_arguments(parser: argparse.ArgumentParser) -> None:
     from mesa_hf.data.shards import SHARD_FORMATS
 
     add_convert_arguments(parser)
-    kind = next(action for action in parser._actions if action.dest == "kind")
-    kind.choices = [*kind.choices, "lsun"]
-    kind.help += "; lsun: an LSUN LMDB (or folder of them) to webdataset/parquet shards"
+    actions = {action.dest: action for action in parser._actions}
+    actions["kind"].choices = [*actions["kind"].choices, "lsun"]
+    actions["kind"].help += "; lsun: an LSUN LMDB (or folder of them) to webdataset/parquet shards"
+    actions["checkpoint"].help += " (lsun: the LMDB folder, or a folder of category LMDBs)"
+    actions["output_dir"].help += " (lsun: a new folder for the shards)"
     lsun = parser.add_argument_group("convert lsun (CHECKPOINT is the LMDB folder, OUTPUT_DIR gets the shards)")
     lsun.add_argument("--format", choices=SHARD_FORMATS, default=None, help="shard format (default: webdataset)")
     lsun.add_argument("--shard-size", type=int, default=None, help="images per shard (default: 10000)")
@@ -409,6 +411,10 @@ def run_convert_with_lsun(args: argparse.Namespace) -> int:
         if any(option is not None for option in lsun_options) or args.no_progress:
             raise ValueError("--format, --shard-size, --max-images and --no-progress apply to `convert lsun` only")
         return run_convert(args)
+    checkpoint_options = ("preset", "max_depth", "image_size", "window_size", "layer_norm_eps", "processor_size")
+    given = [f"--{name.replace('_', '-')}" for name in checkpoint_options if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to checkpoint conversion, not to `convert lsun`")
     from mesa_hf.data.lsun import DEFAULT_SHARD_ENTRIES, convert_lsun
 
     result = convert_lsun(
