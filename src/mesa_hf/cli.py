@@ -384,8 +384,61 @@ register_subcommand(
 
 from mesa_hf.convert import add_convert_arguments, run_convert  # noqa: E402
 
+# ------------------------------------------------------------------------------------------------ convert lsun
+
+
+def add_convert_with_lsun_arguments(parser: argparse.ArgumentParser) -> None:
+    """`convert`'s checkpoint arguments plus ``convert lsun LMDB_PATH OUT_DIR --format ...`` (LSUN LMDBs to
+    webdataset / parquet shards)."""
+    from mesa_hf.data.shards import SHARD_FORMATS
+
+    add_convert_arguments(parser)
+    actions = {action.dest: action for action in parser._actions}
+    actions["kind"].choices = [*actions["kind"].choices, "lsun"]
+    actions["kind"].help += "; lsun: an LSUN LMDB (or folder of them) to webdataset/parquet shards"
+    actions["checkpoint"].help += " (lsun: the LMDB folder, or a folder of category LMDBs)"
+    actions["output_dir"].help += " (lsun: a new folder for the shards)"
+    lsun = parser.add_argument_group("convert lsun (CHECKPOINT is the LMDB folder, OUTPUT_DIR gets the shards)")
+    lsun.add_argument("--format", choices=SHARD_FORMATS, default=None, help="shard format (default: webdataset)")
+    lsun.add_argument("--shard-size", type=int, default=None, help="images per shard (default: 10000)")
+    lsun.add_argument("--max-images", type=int, default=None, help="convert only the first N good images")
+    lsun.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_convert_with_lsun(args: argparse.Namespace) -> int:
+    lsun_options = (args.format, args.shard_size, args.max_images)
+    if args.kind != "lsun":
+        if any(option is not None for option in lsun_options) or args.no_progress:
+            raise ValueError("--format, --shard-size, --max-images and --no-progress apply to `convert lsun` only")
+        return run_convert(args)
+    checkpoint_options = ("preset", "max_depth", "image_size", "window_size", "layer_norm_eps", "processor_size")
+    given = [f"--{name.replace('_', '-')}" for name in checkpoint_options if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to checkpoint conversion, not to `convert lsun`")
+    from mesa_hf.data.lsun import DEFAULT_SHARD_ENTRIES, convert_lsun
+
+    result = convert_lsun(
+        args.checkpoint,
+        args.output_dir,
+        args.format or "webdataset",
+        shard_size=args.shard_size or DEFAULT_SHARD_ENTRIES,
+        max_images=args.max_images,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {result.num_written} images in {len(result.shards)} {args.format or 'webdataset'} shards to "
+        f"{args.output_dir}; skipped {result.bad_entries.count} bad entries"
+    )
+    for example in result.bad_entries.examples:
+        print(f"  skipped {example}")
+    return 0
+
+
 register_subcommand(
-    "convert", "convert a SimMIM Swin-V2 or MIM-Depth checkpoint to MeSa", add_convert_arguments, run_convert
+    "convert",
+    "convert a SimMIM Swin-V2 or MIM-Depth checkpoint to MeSa, or LSUN LMDBs to shards",
+    add_convert_with_lsun_arguments,
+    run_convert_with_lsun,
 )
 
 from mesa_hf.demo.cli import add_demo_arguments, run_demo  # noqa: E402

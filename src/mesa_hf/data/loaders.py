@@ -52,6 +52,9 @@ NYU_INTRINSICS = intrinsics_matrix(518.8579, 519.46961, 325.58245, 253.73617)
 """NYUv2 Kinect RGB camera (NYU toolbox ``camera_params.m``), pixels of the 640×480 image."""
 
 DEPTH_DATASET_FORMATS = ("nyu_sync", "nyu_mat", "parquet", "hub", "ibims1", "folder", "csv")
+IMAGE_DATASET_FORMATS = ("imagefolder", "hub", "lsun", "webdataset", "parquet")
+"""``images``-kind spec formats: `load_image_dataset` (imagefolder, hub), :mod:`.lsun` (LSUN LMDBs), :mod:`.shards`
+(webdataset tar / parquet shards)."""
 
 
 # ---------------------------------------------------------------- building a dataset from a generator

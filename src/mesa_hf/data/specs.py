@@ -78,20 +78,68 @@ def _depth_loader_kwargs(spec: str, fmt: str, folder: FolderOptions | None, load
     return {**{k: v for k, v in options.items() if v is not None}, **loader_kwargs}
 
 
+def _infer_image_format(path: Path) -> str:
+    """The images format of a bare path: ``lsun`` for an LMDB (or a folder of them), ``webdataset`` / ``parquet``
+    for a folder of such shards without image files, else ``imagefolder``."""
+    if not path.is_dir():
+        return "imagefolder"
+    if (path / "data.mdb").is_file() or any((p / "data.mdb").is_file() for p in path.iterdir() if p.is_dir()):
+        return "lsun"
+    from .folder import IMAGE_EXTENSIONS
+
+    if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.rglob("*")):  # stops at the first image file
+        return "imagefolder"
+    for suffix, fmt in ((".tar", "webdataset"), (".parquet", "parquet")):
+        if any(path.rglob(f"*{suffix}")):
+            return fmt
+    return "imagefolder"
+
+
+def _load_images_spec(spec: str, fmt: str, path: str, split, cache_dir, streaming: bool | None, loader_kwargs: dict):
+    """The ``images`` kind of :func:`load_dataset_spec`."""
+    from .loaders import IMAGE_DATASET_FORMATS, load_image_dataset
+
+    if fmt not in IMAGE_DATASET_FORMATS:
+        raise ValueError(
+            f"dataset {spec!r}: the masked stage reads {', '.join(f + ':PATH' for f in IMAGE_DATASET_FORMATS)} "
+            f"or a bare image folder, not {fmt!r}"
+        )
+    if fmt == "lsun":
+        from .lsun import load_lsun_dataset
+
+        stream = True if streaming is None else streaming
+        return load_lsun_dataset(path, streaming=stream, cache_dir=cache_dir, **loader_kwargs)
+    if loader_kwargs:
+        raise ValueError(f"dataset {spec!r}: options {sorted(loader_kwargs)} do not apply to {fmt!r} images")
+    if fmt == "webdataset":
+        from .shards import load_webdataset_images
+
+        return load_webdataset_images(path, streaming=True if streaming is None else streaming, cache_dir=cache_dir)
+    if fmt == "parquet":
+        from .shards import load_parquet_images
+
+        return load_parquet_images(path, streaming=bool(streaming), cache_dir=cache_dir)
+    return load_image_dataset(path, split=split or "train", cache_dir=cache_dir, streaming=bool(streaming))
+
+
 def load_dataset_spec(
     spec: str,
     kind: str,
     split: str | None = None,
     cache_dir=None,
     folder: FolderOptions | None = None,
+    streaming: bool | None = None,
     **loader_kwargs,
 ):
     """Load the dataset named by `spec` for a stage of `kind`.
 
     `spec` is ``FORMAT:PATH`` or a bare ``PATH``:
 
-    - images (masked stage): ``imagefolder:PATH`` or a bare folder (ImageNet/LSUN extracted as files), or
-      ``hub:DATASET_ID``;
+    - images (masked stage): ``imagefolder:PATH`` or a bare folder (ImageNet/LSUN extracted as files),
+      ``hub:DATASET_ID``, ``lsun:PATH`` (an LSUN category LMDB as released, or a folder of them),
+      ``webdataset:PATH`` (a folder of ``.tar`` shards, e.g. from ``mesa-hf convert lsun``), ``parquet:PATH`` (a
+      folder or glob of parquet shards with an ``image`` column); a bare path holding ``data.mdb``, ``.tar`` or
+      ``.parquet`` shards (and no image files) is read as those;
     - video (geometric stage): ``7scenes:PATH``, ``tum:PATH``, ``hololens:PATH``, ``nyu_raw:PATH``
       (NYUv2 raw scenes), ``frames:PATH``, ``video:PATH`` (an mp4/mov/mkv/webm/avi file or a folder of them;
       intrinsics from ``intrinsics=``, a ``<stem>.intrinsics.json`` sidecar or ``cameras.json``);
@@ -103,7 +151,9 @@ def load_dataset_spec(
 
     `folder` gives the depth unit (``depth_scale``, metres per stored unit), ``depth_format`` and, for
     ``folder:``, ``image_pattern``/``depth_pattern``; `loader_kwargs` go to the `mesa_hf.data` loader (e.g.
-    ``file_list``, ``splits_path``, ``frame_offsets``) and win over `folder`.
+    ``file_list``, ``splits_path``, ``frame_offsets``; ``num_shards`` for ``lsun:``) and win over `folder`.
+    `streaming` (images only): an `IterableDataset` (True) or a map-style `Dataset` (False); None = the format's
+    default, streaming for ``lsun:`` and ``webdataset:``, map-style for the others.
 
     Raises:
         FolderLayoutError (a ValueError): a folder whose layout is not recognised (the message lists its files and
@@ -111,11 +161,9 @@ def load_dataset_spec(
     """
     fmt, path = parse_dataset_spec(spec)
     if kind == "images":
-        from .loaders import load_image_dataset
-
-        if fmt not in ("", "imagefolder", "hub"):
-            raise ValueError(f"dataset {spec!r}: the masked stage reads an image folder or 'hub:ID', not {fmt!r}")
-        return load_image_dataset(path, split=split or "train", cache_dir=cache_dir)
+        return _load_images_spec(
+            spec, fmt or _infer_image_format(Path(path)), path, split, cache_dir, streaming, loader_kwargs
+        )
     if kind == "video":
         try:
             from .video import load_video_dataset
