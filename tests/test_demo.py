@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from mesa_hf.cli import SUBCOMMANDS, main
 from mesa_hf.demo import DemoEngine, DemoLimits, get_engine, resolve_checkpoint
 from mesa_hf.demo.engine import UnreadableImageError
 from mesa_hf.evaluation.io import Intrinsics, load_depth_png16, nyu_intrinsics, read_ply
+from mesa_hf.evaluation.scene_files import kept_pixels
 
 from .demo_support import launched_demo, read_png16, save_fake_png, save_photo, save_tiny_checkpoint
 
@@ -148,14 +150,19 @@ def test_colour_range_and_readout_units(engine, files):
 def test_point_cloud_density_and_intrinsics(engine, files):
     result = engine.predict_file(files["photo"])
     cloud = engine.write_point_cloud(result, max_points=20_000)
-    stride = math.ceil(math.sqrt(640 * 480 / 20_000))  # 5
-    assert cloud.stride == stride and cloud.points == math.ceil(480 / stride) * math.ceil(640 / stride) <= 20_000
+    keep, dropped = kept_pixels(result.depth)  # flying pixels at depth edges are left out
+    assert cloud.flying_pixels_dropped == dropped == 640 * 480 - keep.sum()
+    stride = math.ceil(math.sqrt(keep.sum() / 20_000))
+    on_grid = np.zeros_like(keep)
+    on_grid[::stride, ::stride] = True
+    assert cloud.stride == stride and cloud.points == (keep & on_grid).sum() <= 20_000
     assert cloud.intrinsics == nyu_intrinsics(480, 640)  # what `mesa-hf predict` prints
     header, vertices = read_ply(cloud.path)
     assert f"element vertex {cloud.points}" in header
-    # the point of pixel (row 5 * stride, column 7 * stride) back-projects with z = its depth
-    k, row, col = cloud.intrinsics, 5 * stride, 7 * stride
-    index = 5 * math.ceil(640 / stride) + 7
+    # the point of a kept grid pixel back-projects with z = its depth
+    rows, cols = np.nonzero(keep & on_grid)
+    index = len(rows) // 2
+    k, row, col = cloud.intrinsics, rows[index], cols[index]
     z = result.depth[row, col]
     np.testing.assert_allclose(vertices["z"][index], z, rtol=1e-6)
     np.testing.assert_allclose(vertices["x"][index], (col - k.cx) * z / k.fx, rtol=1e-5)
@@ -167,8 +174,8 @@ def test_point_cloud_density_and_intrinsics(engine, files):
     assert fov.fx == pytest.approx(320.0) and fov.cx == pytest.approx(319.5)
     with pytest.raises(ValueError, match="field of view"):
         engine.intrinsics_from_fov(640, 480, 180.0)
-    with pytest.raises(ValueError, match="focal lengths must be positive"):
-        engine.write_point_cloud(result, Intrinsics(0.0, 500.0, 320.0, 240.0))
+    with pytest.raises(ValueError, match="fx must be a positive number"):
+        engine.write_point_cloud(result, Intrinsics(0.0, 500.0, 320.0, 240.0))  # fails when built
 
 
 # ------------------------------------------------------------------------------------------------ the app's API
@@ -234,8 +241,10 @@ def test_api_colorize_and_point_cloud(client, files):
     )
     ply = ply["value"] if isinstance(ply, dict) else ply
     _header, vertices = read_ply(ply)
-    stride = math.ceil(math.sqrt(640 * 480 / 30_000))
-    assert len(vertices) == math.ceil(480 / stride) * math.ceil(640 / stride) and f"every {stride}." in text
+    stride = int(re.search(r"every (\d+)\. pixel", text)[1])
+    dropped = int(re.search(r"([\d,]+) flying pixels", text)[1].replace(",", ""))
+    assert stride == math.ceil(math.sqrt((640 * 480 - dropped) / 30_000))  # the kept pixels, at most 30,000
+    assert 0.9 * math.ceil(480 / stride) * math.ceil(640 / stride) < len(vertices) <= 30_000
     assert "fx=500.000" in text and Path(viewer).name == "photo_view.ply"
     _, vertices_fov = read_ply(
         (lambda r: r["value"] if isinstance(r, dict) else r)(

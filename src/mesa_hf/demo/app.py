@@ -25,7 +25,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError('the web demo needs Gradio: pip install "mesa-hf[demo]"') from error
 
-from mesa_hf.evaluation.io import Intrinsics
+from mesa_hf.camera import CameraIntrinsics
 
 from .engine import COLORMAPS, DemoEngine, DemoLimits, DepthResult, UnreadableImageError, get_engine, resolve_checkpoint
 
@@ -42,7 +42,7 @@ left out; it is never shown empty."""
 
 RANGE_AUTO = "automatic (percentiles)"
 RANGE_FIXED = "fixed min / max"
-INTRINSICS_DEFAULT = "as mesa-hf predict (NYUv2 Kinect, scaled)"
+INTRINSICS_DEFAULT = "as mesa-hf predict (EXIF, else checkpoint, else NYUv2 Kinect)"
 INTRINSICS_PIXELS = "fx fy cx cy (pixels)"
 INTRINSICS_FOV = "field of view"
 
@@ -236,7 +236,7 @@ def build_demo(
                     numbers = [_optional_number(v) for v in pinhole]
                     if None in numbers:
                         raise ValueError("give all four of fx, fy, cx, cy (pixels), or choose another intrinsics mode")
-                    intrinsics = Intrinsics(*numbers, source="given")
+                    intrinsics = CameraIntrinsics(*numbers, source="given")
                 elif mode == INTRINSICS_FOV:
                     width, height = result.upload_size
                     intrinsics = engine.intrinsics_from_fov(width, height, float(field_of_view))
@@ -246,7 +246,8 @@ def build_demo(
             except ValueError as error:
                 raise _page_error(error) from error
             text = (
-                f"**{cloud.points:,} points** (every {cloud.stride}. pixel in each direction)  \n"
+                f"**{cloud.points:,} points** (every {cloud.stride}. pixel in each direction; "
+                f"{cloud.flying_pixels_dropped:,} flying pixels at depth edges left out)  \n"
                 f"**intrinsics** {cloud.intrinsics.describe()}"
             )
             return str(cloud.view_path), gr.DownloadButton(value=str(cloud.path), interactive=True), text
