@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import ExifTags, Image
 
 from mesa_hf import MeSaConfig
@@ -198,3 +199,66 @@ def test_cli_bad_intrinsics_flags_are_one_line_errors(tmp_path, capsys, flags, m
     )
     err = capsys.readouterr().err
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_post_process_returns_each_images_intrinsics_at_its_output_size(tmp_path):
+    from mesa_hf import MeSaImageProcessor
+
+    phone = _photo(tmp_path / "phone.jpg", size=(128, 96), FocalLengthIn35mmFilm=26)  # EXIF camera
+    plain = Image.new("RGB", (80, 120))  # portrait, no EXIF: the checkpoint's camera
+    processor = MeSaImageProcessor()
+    inputs = processor([str(phone), plain], return_tensors="pt")
+    assert inputs["original_sizes"].tolist() == [[96, 128], [120, 80]]
+    batch, _, height, width = inputs["pixel_values"].shape
+    outputs = {"predicted_depth": torch.rand(batch, height, width) + 1.0}
+    config = MeSaConfig.from_preset("test", camera_intrinsics=TRAINING_CAMERA)
+    results = processor.post_process_depth_estimation(
+        outputs,
+        target_sizes=inputs["original_sizes"],
+        reshaped_input_sizes=inputs["reshaped_input_sizes"],
+        return_intrinsics=True,
+        images=[str(phone), plain],
+        config=config,
+    )
+    expected = [resolve_intrinsics(str(phone), size=(96, 128)), resolve_intrinsics(size=(120, 80), config=config)]
+    assert [r["intrinsics_source"] for r in results] == ["exif", "checkpoint"]
+    for result, camera, size in zip(results, expected, [(96, 128), (120, 80)]):
+        assert tuple(result["predicted_depth"].shape) == size
+        assert result["intrinsics"].dtype == torch.float32 and result["intrinsics"].shape == (3, 3)
+        np.testing.assert_allclose(result["intrinsics"].numpy(), camera.matrix(), rtol=1e-6)
+        assert float(result["field_of_view"]) == pytest.approx(camera.field_of_view[0], rel=1e-6)
+        assert float(result["focal_length"]) == pytest.approx(camera.fx, rel=1e-6)
+    assert float(results[0]["focal_length"]) == pytest.approx(26 / 36 * 128, rel=1e-6)
+    assert float(results[1]["focal_length"]) == pytest.approx(600.0 * 80 / 640, rel=1e-6)
+
+    # one explicit camera for the batch, scaled to each output; fov; and nothing extra unless asked
+    given = CameraIntrinsics(200.0, 200.0, 63.5, 47.5, 128, 96)
+    scaled = processor.post_process_depth_estimation(
+        outputs, inputs["original_sizes"], return_intrinsics=True, intrinsics=given
+    )
+    assert (
+        float(scaled[1]["focal_length"]) == pytest.approx(200.0 * 80 / 128)
+        and scaled[1]["intrinsics_source"] == "given"
+    )
+    wide = processor.post_process_depth_estimation(outputs, inputs["original_sizes"], return_intrinsics=True, fov=90)
+    assert [float(r["field_of_view"]) for r in wide] == pytest.approx([90.0, 90.0])
+    assert set(processor.post_process_depth_estimation(outputs)[0]) == {"predicted_depth"}
+    with pytest.raises(ValueError, match="1 images for a batch of 2"):
+        processor.post_process_depth_estimation(outputs, return_intrinsics=True, images=[plain])
+
+
+def test_camera_module_imports_only_numpy_pil_and_the_standard_library():
+    # copied next to shared checkpoints with the image processor (trust_remote_code), where mesa_hf may be absent
+    import ast
+    import sys
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "src" / "mesa_hf" / "camera.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"camera.py: relative import of {node.module}"
+            imported.add(node.module.split(".")[0])
+    assert imported - {"numpy", "PIL"} <= set(sys.stdlib_module_names), imported
