@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -322,7 +323,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         default=[list(DEFAULT_OUTPUTS)],
         metavar="KIND[,KIND]",
         help=f"what to write, comma- or space-separated, from {', '.join(OUTPUT_KINDS)} "
-        f"(default: {','.join(DEFAULT_OUTPUTS)}; glb and exr need the 3d extra)",
+        f"(default: {','.join(DEFAULT_OUTPUTS)}; ply, glb and exr add camera; glb and exr need the 3d extra)",
     )
     parser.add_argument(
         "--edge-threshold",
@@ -352,7 +353,28 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     add_video_predict_arguments(parser)
 
 
+class _CameraWarnings(logging.Handler):
+    """Prints the intrinsics resolver's warnings (e.g. a corrupt EXIF block and the fallback used) as one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"mesa-hf predict: warning: {record.getMessage()}", file=sys.stderr)
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    camera_logger = logging.getLogger("mesa_hf.camera")
+    handler = _CameraWarnings(logging.WARNING)
+    camera_logger.addHandler(handler)
+    propagate, camera_logger.propagate = camera_logger.propagate, False
+    try:
+        return _run_predict(args)
+    finally:
+        camera_logger.removeHandler(handler)
+        camera_logger.propagate = propagate
+
+
+def _run_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from mesa_hf.evaluation.inference import load_checkpoint
@@ -364,6 +386,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     intrinsics, fov = _requested_intrinsics(args)  # bad flags fail before the model loads
     args.outputs = list(dict.fromkeys(kind for group in args.outputs for kind in group))
+    if {"ply", "glb", "exr"} & set(args.outputs) and "camera" not in args.outputs:
+        args.outputs.append("camera")  # 3-D files come with the intrinsics that made them
     for kind in ("glb", "exr"):
         reason = writer_missing(kind) if kind in args.outputs else None
         if reason:

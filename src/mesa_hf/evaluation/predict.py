@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +65,13 @@ class InputFrame:
         if not self.path.is_file():
             raise UnreadableImageError(f"cannot read image {where}: file not found")
         try:
-            with Image.open(self.path) as im:
-                if self.frame is not None:
-                    im.seek(self.frame)
-                im.load()
-                return Image.fromarray(load_rgb_image(im))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # resolve_intrinsics reports it
+                with Image.open(self.path) as im:
+                    if self.frame is not None:
+                        im.seek(self.frame)
+                    im.load()
+                    return Image.fromarray(load_rgb_image(im))
         except _READ_ERRORS as error:
             raise UnreadableImageError(f"cannot read image {where}: {error}") from error
 
