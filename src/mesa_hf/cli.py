@@ -405,7 +405,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         return _run_predict_onnx(args, intrinsics)
     model, processor = load_checkpoint(args.checkpoint)
     if videos:
-        run_video_predictions(args, model, processor, videos, _tta(args))
+        run_video_predictions(args, model, processor, videos, _tta(args), intrinsics, fov)
     if not args.inputs:
         return 0
     records = predict_to_files(
