@@ -262,3 +262,23 @@ def test_camera_module_imports_only_numpy_pil_and_the_standard_library():
             assert node.level == 0, f"camera.py: relative import of {node.module}"
             imported.add(node.module.split(".")[0])
     assert imported - {"numpy", "PIL"} <= set(sys.stdlib_module_names), imported
+
+
+def test_pipeline_drops_extra_keys_and_the_two_line_way_gives_the_camera(tmp_path):
+    # transformers' depth-estimation pipeline keeps only predicted_depth and depth; docs/prediction.md shows the
+    # resolver call beside it, which gives the camera at the pipeline's output size
+    from transformers import pipeline
+
+    from mesa_hf import MeSaImageProcessor
+
+    from .helpers import tiny_depth_model
+
+    tiny_depth_model().save_pretrained(tmp_path / "ckpt")
+    MeSaImageProcessor().save_pretrained(tmp_path / "ckpt")
+    photo = _photo(tmp_path / "phone.jpg", size=(96, 72), FocalLengthIn35mmFilm=26)
+    estimator = pipeline("depth-estimation", model=str(tmp_path / "ckpt"), device="cpu")
+    result = estimator(str(photo))
+    camera = resolve_intrinsics(str(photo), config=estimator.model.config)
+    assert set(result) == {"predicted_depth", "depth"}
+    assert (camera.height, camera.width) == tuple(result["predicted_depth"].shape) == (72, 96)
+    assert camera.source == "exif" and camera.fx == pytest.approx(26 / 36 * 96)
