@@ -16,7 +16,9 @@ from mesa_hf.camera import (
     NYU_CAMERA,
     CameraIntrinsics,
     IntrinsicsError,
+    backproject_pixel,
     intrinsics_from_fov,
+    measure_distance,
     nyu_camera,
     resolve_intrinsics,
 )
@@ -282,3 +284,55 @@ def test_pipeline_drops_extra_keys_and_the_two_line_way_gives_the_camera(tmp_pat
     assert set(result) == {"predicted_depth", "depth"}
     assert (camera.height, camera.width) == tuple(result["predicted_depth"].shape) == (72, 96)
     assert camera.source == "exif" and camera.fx == pytest.approx(26 / 36 * 96)
+
+
+def test_measure_distance_back_projects_both_pixels():
+    camera = CameraIntrinsics(100.0, 120.0, 31.5, 23.5, 64, 48, "given")
+    depth = np.full((48, 64), 2.0, dtype=np.float32)
+    depth[10, 50] = 4.0
+    measured = measure_distance(depth, camera, (11.5, 23.4), (50, 10))  # A rounds to (12, 23)
+    assert measured.pixels == ((12, 23), (50, 10)) and measured.depths == (2.0, 4.0)
+    a = [(12 - 31.5) * 2 / 100, (23 - 23.5) * 2 / 120, 2.0]  # hand-derived X = (u - cx) Z / fx, ...
+    b = [(50 - 31.5) * 4 / 100, (10 - 23.5) * 4 / 120, 4.0]
+    np.testing.assert_allclose(measured.points, [a, b], rtol=1e-12)
+    assert measured.distance == pytest.approx(math.dist(a, b), rel=1e-12)
+    np.testing.assert_allclose(backproject_pixel(12, 23, 2.0, camera), a, rtol=1e-12)
+    # intrinsics of another size are scaled to the depth map's: the same camera at twice the resolution
+    half = measure_distance(depth, camera.scaled_to(96, 128), (12, 23), (50, 10))
+    assert half.intrinsics.matrix() == pytest.approx(camera.matrix()) and half.distance == pytest.approx(
+        measured.distance
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [((64, 0), (1, 1), "outside the 64x48"), ((0, -1), (1, 1), "outside"), ((3, 3), (5, 5), "no depth at pixel")],
+)
+def test_measure_distance_bad_points(first, second, message):
+    depth = np.ones((48, 64), dtype=np.float32)
+    depth[5, 5] = np.nan
+    with pytest.raises(ValueError, match=message):
+        measure_distance(depth, nyu_camera(48, 64), first, second)
+
+
+def test_measure_wall_to_wall_in_a_rendered_room_with_true_depth():
+    # an empty 4.0 x 2.8 x 6.0 m room (mesa_hf.data.synthetic), the camera in the middle of its width and height
+    # looking down the room: symmetric pixels on the two side walls (floor and ceiling) lie at the same depth and
+    # height, so the distance between their points is the room's width (height)
+    from mesa_hf.data.synthetic import default_intrinsics, empty_room, look_pose, render
+
+    height, width = 96, 128
+    room = empty_room((4.0, 2.8, 6.0))
+    k = default_intrinsics(height, width)
+    _image, depth = render(room, look_pose([2.0, 1.4, 0.4]), k, height, width)
+    camera = CameraIntrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2], width, height, "given")
+    for row in (40, 48, 55):
+        wall_to_wall = measure_distance(depth, camera, (2, row), (width - 3, row))
+        assert wall_to_wall.points[0][0] < 0 < wall_to_wall.points[1][0]
+        assert wall_to_wall.distance == pytest.approx(4.0, rel=0.01)
+    for column in (50, 64, 80):
+        floor_to_ceiling = measure_distance(depth, camera, (column, 1), (column, height - 2))
+        assert floor_to_ceiling.distance == pytest.approx(2.8, rel=0.01)
+    print(
+        f"\nwall to wall {wall_to_wall.distance:.4f} m (4.0), floor to ceiling {floor_to_ceiling.distance:.4f} m (2.8)"
+    )

@@ -9,6 +9,9 @@ camera frame x right, y down, z forward (metres).
 the focal-plane resolution (``exif``); the checkpoint's ``config.camera_intrinsics`` (``checkpoint``); the NYUv2
 Kinect camera scaled to the image (``assumed``).
 
+`measure_distance` back-projects two pixels of a depth map and gives the distance between them in metres (the
+demo's Measure tab).
+
 This file is copied next to checkpoints written for sharing (the image processor imports it), so it imports only
 numpy, PIL and the standard library.
 """
@@ -389,17 +392,81 @@ def resolve_intrinsics(
     return nyu_camera(height, width)
 
 
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Two pixels of a depth map back-projected and the straight-line distance between their 3-D points.
+
+    ``pixels``: ((u, v), (u, v)) integer pixels (column, row) of the depth map; ``depths`` their z-depths (m);
+    ``points`` (2, 3) float64 camera-frame metres (x right, y down, z forward); ``distance`` metres;
+    ``intrinsics`` the camera used, at the depth map's size.
+    """
+
+    pixels: tuple[tuple[int, int], tuple[int, int]]
+    depths: tuple[float, float]
+    points: np.ndarray
+    distance: float
+    intrinsics: CameraIntrinsics
+
+
+def backproject_pixel(u: float, v: float, depth: float, intrinsics: CameraIntrinsics) -> np.ndarray:
+    """The camera-frame point (3,) float64 metres of pixel (column ``u``, row ``v``) at z-depth ``depth`` (m):
+    ``X = (u - cx) Z / fx``, ``Y = (v - cy) Z / fy``, ``Z = depth`` (intrinsics in pixels of that image)."""
+    z = float(depth)
+    if not (math.isfinite(z) and z > 0):
+        raise ValueError(f"no depth at pixel ({u:g}, {v:g}): got {depth!r} m")
+    k = intrinsics
+    return np.array([(float(u) - k.cx) * z / k.fx, (float(v) - k.cy) * z / k.fy, z], dtype=np.float64)
+
+
+def _pixel_in(depth: np.ndarray, pixel: Any, name: str) -> tuple[int, int]:
+    try:
+        u, v = (float(c) for c in pixel)
+    except (TypeError, ValueError):
+        raise ValueError(f"point {name} must be a pixel (u, v), got {pixel!r}") from None
+    if not (math.isfinite(u) and math.isfinite(v)):
+        raise ValueError(f"point {name} must be a pixel (u, v), got {pixel!r}")
+    column, row = round(u), round(v)
+    height, width = depth.shape
+    if not (0 <= column < width and 0 <= row < height):
+        raise ValueError(f"point {name} ({column}, {row}) is outside the {width}x{height} depth map")
+    return column, row
+
+
+def measure_distance(depth: np.ndarray, intrinsics: CameraIntrinsics, first: Any, second: Any) -> Measurement:
+    """The 3-D distance in metres between pixels ``first`` and ``second`` ((u, v): column, row; rounded to the
+    nearest pixel) of ``depth`` (H, W) z-depth in metres, back-projected with `backproject_pixel`.
+
+    ``intrinsics`` carrying another image size are scaled to the depth map's (`CameraIntrinsics.scaled_to`).
+    Raises ValueError for a pixel outside the map or one without depth (0 or non-finite).
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be an (H, W) map in metres, got shape {depth.shape}")
+    camera = intrinsics.scaled_to(*depth.shape)
+    pixels = (_pixel_in(depth, first, "A"), _pixel_in(depth, second, "B"))
+    depths = tuple(float(depth[row, column]) for column, row in pixels)
+    points = np.stack([backproject_pixel(u, v, z, camera) for (u, v), z in zip(pixels, depths, strict=True)])
+    distance = float(np.linalg.norm(points[1] - points[0]))
+    return Measurement(pixels, depths, points, distance, camera)
+
+
 __all__ = [
     "FULL_FRAME_WIDTH_MM",
     "INTRINSICS_SOURCES",
     "NYU_CAMERA",
     "CameraIntrinsics",
     "IntrinsicsError",
+    "Measurement",
+    "backproject_pixel",
     "camera_from_dict",
     "check_intrinsics_request",
     "checkpoint_camera",
     "exif_camera",
     "intrinsics_from_fov",
+    "measure_distance",
     "nyu_camera",
     "resolve_intrinsics",
 ]
