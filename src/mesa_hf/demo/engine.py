@@ -27,11 +27,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mesa_hf.camera import CameraIntrinsics, intrinsics_from_fov, resolve_intrinsics
+from mesa_hf.camera import CameraIntrinsics, Measurement, intrinsics_from_fov, measure_distance, resolve_intrinsics
 from mesa_hf.evaluation.inference import DepthPredictor, load_checkpoint, preprocess_images, resize_depth_bilinear
 from mesa_hf.evaluation.io import colorize_depth, save_ply
 from mesa_hf.evaluation.predict import IMAGE_EXTENSIONS, write_depth_outputs
-from mesa_hf.evaluation.scene_files import EDGE_THRESHOLD, kept_pixels, scene_points
+from mesa_hf.evaluation.scene_files import (
+    EDGE_THRESHOLD,
+    kept_pixels,
+    save_camera_json,
+    save_mesh_glb,
+    scene_points,
+    writer_missing,
+)
 from mesa_hf.evaluation.tta import TestTimeAugmentation
 from mesa_hf.image_processing_mesa import load_rgb_image
 
@@ -106,7 +113,8 @@ class DepthResult:
 class PointCloud:
     """A written point cloud: ``path`` (camera frame: x right, y down, z forward, metres), ``view_path`` (the same
     points turned for a y-up viewer), ``points`` count, pixel ``stride``, ``intrinsics`` used (processed pixels),
-    ``flying_pixels_dropped`` (of the full-resolution depth, before striding)."""
+    ``flying_pixels_dropped`` (of the full-resolution depth, before striding), ``glb_path`` the same points as a
+    GLB mesh (glTF y-up; None where trimesh is missing, ``glb_missing`` then says why)."""
 
     path: Path
     view_path: Path
@@ -114,6 +122,8 @@ class PointCloud:
     stride: int
     intrinsics: CameraIntrinsics
     flying_pixels_dropped: int = 0
+    glb_path: Path | None = None
+    glb_missing: str | None = None
 
 
 def valid_depth(depth: np.ndarray) -> np.ndarray:
@@ -464,7 +474,35 @@ class DemoEngine:
         # The viewer's copy: turned 180 degrees about x (x right, y up, z towards the viewer, as 3-D viewers expect)
         # so that the page's camera sees the photo upright; the download keeps the camera frame of `predict`.
         view = save_ply(folder / f"{result.name}_view.ply", points * np.array([1, -1, -1], np.float32), colors)
-        return PointCloud(written["ply"], view, len(points), stride, intrinsics, dropped)
+        glb_missing = writer_missing("glb")
+        glb = None
+        if glb_missing is None:
+            # the same pixels as a mesh over the strided grid: pixel (i, j) of the grid is (i s, j s) of the image,
+            # so its camera is f / s, c / s (no size: in pixels of the grid)
+            k = intrinsics
+            grid_camera = CameraIntrinsics(k.fx / stride, k.fy / stride, k.cx / stride, k.cy / stride, source=k.source)
+            rgb = np.asarray(result.image.convert("RGB"))[::stride, ::stride]
+            glb = folder / f"{result.name}.glb"
+            save_mesh_glb(glb, sparse[::stride, ::stride], grid_camera, rgb, edge_threshold=0)
+        return PointCloud(written["ply"], view, len(points), stride, intrinsics, dropped, glb, glb_missing)
+
+    def measure(
+        self,
+        result: DepthResult,
+        first: tuple[float, float],
+        second: tuple[float, float],
+        intrinsics: CameraIntrinsics | None = None,
+    ) -> Measurement:
+        """The 3-D distance in metres between two pixels (u, v) of the processed image / depth map
+        (`mesa_hf.camera.measure_distance` with :meth:`processed_intrinsics`)."""
+        return measure_distance(result.depth, self.processed_intrinsics(result, intrinsics), first, second)
+
+    def write_camera_json(self, result: DepthResult, intrinsics: CameraIntrinsics | None = None) -> Path:
+        """``<name>_camera.json`` (`mesa_hf.evaluation.scene_files.save_camera_json`) with the intrinsics in pixels
+        of the depth map (:meth:`processed_intrinsics`), as ``mesa-hf predict`` writes it."""
+        camera = self.processed_intrinsics(result, intrinsics)
+        path = self._request_folder() / f"{result.name}_camera.json"
+        return save_camera_json(path, camera, {"image": result.name, "depth_file": f"{result.name}_depth.npy"})
 
 
 @functools.lru_cache(maxsize=4)
