@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from mesa_hf.cli import SUBCOMMANDS, main
 from mesa_hf.demo import DemoEngine, DemoLimits, get_engine, resolve_checkpoint
 from mesa_hf.demo.engine import UnreadableImageError
 from mesa_hf.evaluation.io import Intrinsics, load_depth_png16, nyu_intrinsics, read_ply
+from mesa_hf.evaluation.scene_files import GLTF_FROM_CAMERA, kept_pixels
 
 from .demo_support import launched_demo, read_png16, save_fake_png, save_photo, save_tiny_checkpoint
 
@@ -148,14 +150,22 @@ def test_colour_range_and_readout_units(engine, files):
 def test_point_cloud_density_and_intrinsics(engine, files):
     result = engine.predict_file(files["photo"])
     cloud = engine.write_point_cloud(result, max_points=20_000)
-    stride = math.ceil(math.sqrt(640 * 480 / 20_000))  # 5
-    assert cloud.stride == stride and cloud.points == math.ceil(480 / stride) * math.ceil(640 / stride) <= 20_000
+    keep, dropped = kept_pixels(result.depth)  # flying pixels at depth edges are left out
+    assert cloud.flying_pixels_dropped == dropped == 640 * 480 - keep.sum()
+    stride = math.ceil(math.sqrt(keep.sum() / 20_000))
+    on_grid = np.zeros_like(keep)
+    on_grid[::stride, ::stride] = True
+    assert cloud.stride == stride and cloud.points == (keep & on_grid).sum() <= 20_000
     assert cloud.intrinsics == nyu_intrinsics(480, 640)  # what `mesa-hf predict` prints
     header, vertices = read_ply(cloud.path)
     assert f"element vertex {cloud.points}" in header
-    # the point of pixel (row 5 * stride, column 7 * stride) back-projects with z = its depth
-    k, row, col = cloud.intrinsics, 5 * stride, 7 * stride
-    index = 5 * math.ceil(640 / stride) + 7
+    # the GLB download holds the same points (glTF y-up), with triangles between neighbouring grid pixels
+    ply_points = np.stack([vertices[a] for a in "xyz"], axis=1)
+    np.testing.assert_allclose(_glb_vertices(cloud.glb_path) * GLTF_FROM_CAMERA, ply_points, atol=1e-5)
+    # the point of a kept grid pixel back-projects with z = its depth
+    rows, cols = np.nonzero(keep & on_grid)
+    index = len(rows) // 2
+    k, row, col = cloud.intrinsics, rows[index], cols[index]
     z = result.depth[row, col]
     np.testing.assert_allclose(vertices["z"][index], z, rtol=1e-6)
     np.testing.assert_allclose(vertices["x"][index], (col - k.cx) * z / k.fx, rtol=1e-5)
@@ -167,8 +177,35 @@ def test_point_cloud_density_and_intrinsics(engine, files):
     assert fov.fx == pytest.approx(320.0) and fov.cx == pytest.approx(319.5)
     with pytest.raises(ValueError, match="field of view"):
         engine.intrinsics_from_fov(640, 480, 180.0)
-    with pytest.raises(ValueError, match="focal lengths must be positive"):
-        engine.write_point_cloud(result, Intrinsics(0.0, 500.0, 320.0, 240.0))
+    with pytest.raises(ValueError, match="fx must be a positive number"):
+        engine.write_point_cloud(result, Intrinsics(0.0, 500.0, 320.0, 240.0))  # fails when built
+
+
+def _glb_vertices(path) -> np.ndarray:
+    trimesh = pytest.importorskip("trimesh")
+    return np.asarray(trimesh.load(path, force="mesh", process=False).vertices)
+
+
+def test_measure_a_rendered_room_with_true_depth(engine):
+    # the demo's Measure computation on true depth: an empty 5.0 x 2.6 x 7.0 m room seen from the middle of its
+    # width and height; symmetric pixels on the side walls are 5.0 m apart
+    from mesa_hf.camera import CameraIntrinsics
+    from mesa_hf.data.synthetic import default_intrinsics, empty_room, look_pose, render
+    from mesa_hf.demo.engine import DepthResult
+
+    height, width = 120, 160
+    k = default_intrinsics(height, width)
+    image, depth = render(empty_room((5.0, 2.6, 7.0)), look_pose([2.5, 1.3, 0.3]), k, height, width)
+    result = DepthResult("room", Image.fromarray(image), depth, 0.0, (width, height), "none")
+    camera = CameraIntrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2], width, height, "given")
+    measured = engine.measure(result, (1, 60), (width - 2, 60), camera)
+    assert measured.distance == pytest.approx(5.0, rel=0.01)
+    assert engine.measure(result, (80, 0), (80, height - 1), camera).distance == pytest.approx(2.6, rel=0.01)
+    # a downscaled upload: the pixels are the depth map's, the intrinsics the upload's (scaled down with it)
+    upload = DepthResult("room", Image.fromarray(image), depth, 0.0, (2 * width, 2 * height), "none", True)
+    assert engine.measure(upload, (1, 60), (width - 2, 60), camera.scaled_to(2 * height, 2 * width)).distance == (
+        pytest.approx(5.0, rel=0.01)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ the app's API
@@ -185,6 +222,7 @@ def client(files):
 
 
 AUTO = "automatic (percentiles)"
+INTRINSICS_DEFAULT_MODE = "as mesa-hf predict (EXIF, else checkpoint, else NYUv2 Kinect)"
 FIXED = "fixed min / max"
 
 
@@ -200,7 +238,7 @@ def test_every_event_has_a_public_api_name(client):
 
     names = set(app.view_api(print_info=False, return_format="dict")["named_endpoints"])
     video = {"/predict_video"} if load_video_tab_builder() is not None else set()  # tests/test_demo_video.py
-    assert names == {"/predict", "/colorize", "/point_cloud", *video}
+    assert names == {"/predict", "/colorize", "/point_cloud", "/measure", *video}
     assert all(dependency.api_name for dependency in demo.fns.values())
 
 
@@ -229,13 +267,20 @@ def test_api_colorize_and_point_cloud(client, files):
     assert "colour range** 1.000 - 2.000 m (fixed)" in readout
     assert np.asarray(Image.open(colored)).shape == (480, 640, 3)
 
-    viewer, ply, text = app.predict(
+    viewer, ply, text, glb = app.predict(
         "fx fy cx cy (pixels)", 500.0, 500.0, 319.5, 239.5, 60.0, 30_000, api_name="/point_cloud"
     )
     ply = ply["value"] if isinstance(ply, dict) else ply
+    glb = glb["value"] if isinstance(glb, dict) else glb
     _header, vertices = read_ply(ply)
-    stride = math.ceil(math.sqrt(640 * 480 / 30_000))
-    assert len(vertices) == math.ceil(480 / stride) * math.ceil(640 / stride) and f"every {stride}." in text
+    assert Path(glb).name == "photo.glb"  # the same points as a mesh, glTF's y-up frame
+    np.testing.assert_allclose(
+        _glb_vertices(glb) * GLTF_FROM_CAMERA, np.stack([vertices[a] for a in "xyz"], 1), atol=1e-5
+    )
+    stride = int(re.search(r"every (\d+)\. pixel", text)[1])
+    dropped = int(re.search(r"([\d,]+) flying pixels", text)[1].replace(",", ""))
+    assert stride == math.ceil(math.sqrt((640 * 480 - dropped) / 30_000))  # the kept pixels, at most 30,000
+    assert 0.9 * math.ceil(480 / stride) * math.ceil(640 / stride) < len(vertices) <= 30_000
     assert "fx=500.000" in text and Path(viewer).name == "photo_view.ply"
     _, vertices_fov = read_ply(
         (lambda r: r["value"] if isinstance(r, dict) else r)(
@@ -246,6 +291,34 @@ def test_api_colorize_and_point_cloud(client, files):
     np.testing.assert_allclose(vertices_fov["z"], vertices["z"], rtol=1e-6)
     with pytest.raises(gradio_client.exceptions.AppError, match="give all four"):
         app.predict("fx fy cx cy (pixels)", None, 500.0, 319.5, 239.5, 60.0, 30_000, api_name="/point_cloud")
+
+
+def test_api_measure_matches_the_downloaded_depth_and_camera(client, files):
+    import json
+
+    from mesa_hf.camera import camera_from_dict, measure_distance
+
+    app, _ = client
+    npy = _predict(app, files["photo"])[3]
+    depth = np.load(npy["value"] if isinstance(npy, dict) else npy)
+    _image, text, camera_file = app.predict(
+        "photo", 100, 200, 500, 300, "field of view", None, None, None, None, 75.0, api_name="/measure"
+    )
+    record = json.loads(Path(camera_file["value"] if isinstance(camera_file, dict) else camera_file).read_text())
+    camera = camera_from_dict(record)
+    assert record["source"] == "fov" and (record["width"], record["height"]) == (640, 480)
+    expected = measure_distance(depth, camera, (100, 200), (500, 300)).distance
+    shown = float(re.search(r"distance A-B: ([\d.]+) m", text)[1])
+    assert shown == pytest.approx(expected, abs=5e-5) and "source: fov" in text
+    a = np.array([(100 - camera.cx) / camera.fx, (200 - camera.cy) / camera.fy, 1.0]) * depth[200, 100]
+    b = np.array([(500 - camera.cx) / camera.fx, (300 - camera.cy) / camera.fy, 1.0]) * depth[300, 500]
+    assert expected == pytest.approx(np.linalg.norm(a - b), rel=1e-6)  # hand-derived back-projection
+    # default intrinsics: NYUv2 assumed for this PNG; only A: its depth and a prompt for B
+    _image, text, _ = app.predict("depth", 10, 20, None, None, INTRINSICS_DEFAULT_MODE, None, None, None, None, 60,
+                                  api_name="/measure")  # fmt: skip
+    assert "Click a second point" in text and "source: assumed" in text and f"{depth[20, 10]:.4f} m" in text
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"point B \(640, 0\) is outside the 640x480"):
+        app.predict("photo", 1, 1, 640, 0, "field of view", None, None, None, None, 75.0, api_name="/measure")
 
 
 def test_api_fake_png_is_an_error_message_then_next_request_served(client, files):
@@ -290,14 +363,14 @@ def test_video_tab_only_where_its_module_exists(engine, tmp_path, monkeypatch):
     assert app.load_video_tab_builder() is None or "Video" in _tab_labels(app.build_demo(engine, examples=[]))
     monkeypatch.setattr(app, "VIDEO_TAB_MODULE", "mesa_hf_test_video_tab")
     assert app.load_video_tab_builder() is None
-    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D"]
+    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D", "Measure"]
 
     (tmp_path / "mesa_hf_test_video_tab.py").write_text(
         "import gradio as gr\n\n\ndef build_video_tab(engine):\n    gr.Video(label='clip')\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "mesa_hf_test_video_tab", raising=False)
-    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D", "Video"]
+    assert _tab_labels(app.build_demo(engine, examples=[])) == ["Image", "3-D", "Measure", "Video"]
 
     (tmp_path / "mesa_hf_test_video_tab_missing_dep.py").write_text("import no_such_video_decoder\n")
     monkeypatch.setattr(app, "VIDEO_TAB_MODULE", "mesa_hf_test_video_tab_missing_dep")

@@ -10,7 +10,9 @@ harmless lines of the 3-D viewer's WebGPU -> WebGL2 fallback.
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -249,3 +251,85 @@ def test_browser_video_tab_plays_the_depth_video(browser_session, demo_files, tm
     assert log["foreign_requests"] == [], log["foreign_requests"]
     assert log["console_errors"] == [], log["console_errors"]
     assert log["page_errors"] == [], log["page_errors"]
+
+
+def _click_pixel(page, selector: str, u: int, v: int) -> None:
+    """Click pixel (u, v) of the image shown in ``selector`` (it is scaled to fit and centred, as Gradio does)."""
+    img = page.locator(f"{selector} img")
+    box = img.evaluate(
+        "i => { const r = i.getBoundingClientRect(); return [r.width, r.height, i.naturalWidth, i.naturalHeight]; }"
+    )
+    width, height, natural_w, natural_h = box
+    scale = min(width / natural_w, height / natural_h, 1.0)
+    left, top = (width - natural_w * scale) / 2, (height - natural_h * scale) / 2
+    img.click(position={"x": left + (u + 0.5) * scale, "y": top + (v + 0.5) * scale})
+
+
+def _measured_pixels(text: str) -> list[tuple[int, int]]:
+    return [(int(u), int(v)) for u, v in re.findall(r"pixel \((\d+), (\d+)\)", text)]
+
+
+def test_browser_measure_tab_shows_the_distance_of_the_downloaded_files(browser_session, demo_files, tmp_path):
+    from mesa_hf.camera import camera_from_dict, measure_distance
+
+    _url, page, log = browser_session
+    _upload_and_wait(page, demo_files["photo"])
+    with page.expect_download() as download_info:
+        page.locator("#download-npy").click()
+    depth_file = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(depth_file)
+    depth = np.load(depth_file)
+
+    page.get_by_role("tab", name="Measure").click()
+    readout = page.locator("#measure-readout")
+    readout.get_by_text("Click two points").wait_for()
+    page.locator("#measure-image img").wait_for()
+    wanted = [(120, 300), (520, 180)]
+    _click_pixel(page, "#measure-image", *wanted[0])
+    readout.get_by_text("Click a second point").wait_for()
+    _click_pixel(page, "#measure-image", *wanted[1])
+    readout.get_by_text("distance A-B").wait_for()
+    text = readout.inner_text()
+    pixels = _measured_pixels(text)
+    assert len(pixels) == 2 and all(abs(p - q) <= 1 for got, want in zip(pixels, wanted) for p, q in zip(got, want))
+    shown = float(re.search(r"distance A-B: ([\d.]+) m", text)[1])
+    assert "source: assumed" in text and "NYUv2 Kinect" in text  # a PNG without EXIF
+
+    with page.expect_download() as download_info:
+        page.locator("#download-camera").click()
+    assert download_info.value.suggested_filename == "photo_camera.json"
+    camera_file = tmp_path / "photo_camera.json"
+    download_info.value.save_as(camera_file)
+    camera = camera_from_dict(json.loads(camera_file.read_text()))
+    expected = measure_distance(depth, camera, *pixels).distance
+    assert shown == pytest.approx(expected, abs=5e-5), (shown, expected)
+    assert f"fx={camera.fx:.3f}" in text
+
+    # on the coloured depth, with a field of view set on the 3-D tab: the same pixels, another focal length
+    page.get_by_role("tab", name="3-D").click()
+    page.get_by_label("horizontal field of view (degrees)").fill("80")
+    page.get_by_label("field of view", exact=True).check()
+    page.locator("#cloud-readout").get_by_text("80 degrees").wait_for()
+    for _ in range(60):  # let the viewer draw the new cloud before its tab is hidden
+        if _viewer_drawn_fraction(page) > 0.05:
+            break
+        page.wait_for_timeout(1_000)
+    page.get_by_role("tab", name="Measure").click()
+    page.get_by_label("depth", exact=True).check()
+    page.locator("#measure").click()
+    readout.get_by_text("source: fov").wait_for()
+    text = readout.inner_text()
+    assert _measured_pixels(text) == pixels
+    wide = measure_distance(depth, camera_from_dict(_fov_camera(640, 480, 80.0)), *pixels).distance
+    assert float(re.search(r"distance A-B: ([\d.]+) m", text)[1]) == pytest.approx(wide, abs=5e-5)
+    page.screenshot(path=str(tmp_path / "measure_tab.png"), full_page=True)
+    print(f"\nMeasure tab: A {pixels[0]} B {pixels[1]}: shown {shown:.4f} m, from the downloads {expected:.4f} m")
+    assert log["foreign_requests"] == [], log["foreign_requests"]
+    assert log["console_errors"] == [], log["console_errors"]
+    assert log["page_errors"] == [], log["page_errors"]
+
+
+def _fov_camera(width: int, height: int, fov: float) -> dict:
+    from mesa_hf.camera import intrinsics_from_fov
+
+    return intrinsics_from_fov(height, width, fov).to_dict()

@@ -29,7 +29,7 @@ def test_shared_checkpoint_loads_without_mesa_hf(tmp_path, photo):
     model = tiny_depth_model()
     folder = save_for_sharing(model, MeSaImageProcessor(), tmp_path / "shared-checkpoint")
     names = set(os.listdir(folder))
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_mesa.py"} <= names
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_mesa.py", "camera.py"} <= names
     assert not any(name.startswith(".") for name in os.listdir(tmp_path)), "temporary folders left behind"
     processor = MeSaImageProcessor()
     with torch.no_grad():
@@ -52,7 +52,10 @@ def test_shared_checkpoint_loads_without_mesa_hf(tmp_path, photo):
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
         with torch.no_grad():
-            depth = model(**processor({str(photo)!r}, return_tensors="pt")).predicted_depth
+            outputs = model(**processor({str(photo)!r}, return_tensors="pt"))
+            depth = outputs.predicted_depth
+        camera = processor.post_process_depth_estimation(outputs, [(240, 320)], return_intrinsics=True)[0]
+        assert camera["intrinsics_source"] == "assumed" and camera["intrinsics"].shape == (3, 3), camera
         estimator = pipeline("depth-estimation", model={str(folder)!r}, trust_remote_code=True, device="cpu")
         result = estimator({str(photo)!r})
         torch.save({{"depth": depth, "pipeline": result["predicted_depth"]}}, {str(output)!r})

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from mesa_hf import MeSaImageProcessor
+from mesa_hf.camera import intrinsics_from_fov
 from mesa_hf.cli import main
 from mesa_hf.data.specs import load_dataset_spec
 from mesa_hf.data.synthetic import synthetic_clip
@@ -176,10 +177,14 @@ def test_predict_generated_video_writes_npz_mp4_and_png16(checkpoint, synthetic_
     clip = write_video(tmp_path / "room.mp4", synthetic_sequence["images"][:6], fps=12)
     out = tmp_path / "pred"
     args = ["predict", str(clip), "--checkpoint", str(checkpoint), "--output-dir", str(out), "--no-progress"]
-    assert main([*args, "--video-outputs", "mp4", "npz", "png16", "--batch-size", "4"]) == 0
+    assert main([*args, "--video-outputs", "mp4", "npz", "png16", "--batch-size", "4", "--fov", "60"]) == 0
     printed = capsys.readouterr().out
     assert "6 frames 80x64 at 12 fps; colour range" in printed and "the same in every frame" in printed
     data = _check_prediction(out, "room", 6, 64, 80, 12)
+    # the camera through mesa_hf.camera's resolver, at the predicted size
+    np.testing.assert_allclose(data["intrinsics"], intrinsics_from_fov(64, 80, 60.0).matrix())
+    assert str(data["intrinsics_source"]) == "fov"
+    assert json.loads((out / "video_predictions.json").read_text())[0]["intrinsics"]["source"] == "fov"
     pngs = sorted((out / "room_depth_frames").glob("*.png"))
     assert len(pngs) == 6
     millimetres = np.asarray(Image.open(pngs[3])).astype(np.float32) / 1000

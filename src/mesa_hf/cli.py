@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -255,8 +256,42 @@ def run_cka(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ predict
 
 
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+def _output_kinds(text: str) -> list[str]:
+    """``ply,glb`` -> ["ply", "glb"], each one of the predict output kinds."""
     from mesa_hf.evaluation.predict import OUTPUT_KINDS
+
+    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in OUTPUT_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown output kind {text!r}; choose from {', '.join(OUTPUT_KINDS)}")
+    return kinds
+
+
+def _requested_intrinsics(args: argparse.Namespace):
+    """(explicit CameraIntrinsics or None, field of view or None) from the predict flags; one-line errors for
+    contradictory or incomplete flags and a bad field of view."""
+    from mesa_hf.camera import CameraIntrinsics, check_intrinsics_request
+
+    separate = {name: getattr(args, name) for name in ("fx", "fy", "cx", "cy")}
+    if args.intrinsics and any(v is not None for v in separate.values()):
+        raise ValueError("give --intrinsics FX FY CX CY or --fx --fy --cx --cy, not both")
+    if any(v is not None for v in separate.values()):
+        missing = [f"--{name}" for name, value in separate.items() if value is None]
+        if missing:
+            raise ValueError(f"--fx --fy --cx --cy go together: missing {' '.join(missing)}")
+        values = list(separate.values())
+    else:
+        values = args.intrinsics
+    if values:
+        check_intrinsics_request(**dict(zip(("fx", "fy", "cx", "cy"), values)), fov=args.fov)
+        return CameraIntrinsics(*values, source="given"), None
+    check_intrinsics_request(fov=args.fov)
+    return None, args.fov
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from mesa_hf.evaluation.predict import DEFAULT_OUTPUTS, OUTPUT_KINDS
+    from mesa_hf.evaluation.scene_files import EDGE_THRESHOLD
 
     parser.add_argument(
         "inputs",
@@ -265,15 +300,38 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument(
+    camera = parser.add_argument_group(
+        "camera intrinsics",
+        "pixels of the input images; default: the photo's EXIF focal length, else the checkpoint's camera, else "
+        "NYUv2's Kinect scaled to each image (marked assumed)",
+    )
+    camera.add_argument(
         "--intrinsics",
         type=float,
         nargs=4,
         default=None,
         metavar=("FX", "FY", "CX", "CY"),
-        help="pinhole intrinsics in pixels of the input images (default: NYUv2 Kinect scaled to each image)",
+        help="pinhole intrinsics fx fy cx cy in one flag (as --fx --fy --cx --cy)",
     )
-    parser.add_argument("--outputs", nargs="+", choices=OUTPUT_KINDS, default=list(OUTPUT_KINDS))
+    for name in ("fx", "fy", "cx", "cy"):
+        camera.add_argument(f"--{name}", type=float, default=None, help=f"{name} in pixels (give all four)")
+    camera.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees (0-180)")
+    parser.add_argument(
+        "--outputs",
+        nargs="+",
+        type=_output_kinds,
+        default=[list(DEFAULT_OUTPUTS)],
+        metavar="KIND[,KIND]",
+        help=f"what to write, comma- or space-separated, from {', '.join(OUTPUT_KINDS)} "
+        f"(default: {','.join(DEFAULT_OUTPUTS)}; ply, glb and exr add camera; glb and exr need the 3d extra)",
+    )
+    parser.add_argument(
+        "--edge-threshold",
+        type=float,
+        default=EDGE_THRESHOLD,
+        help="drop flying pixels from the PLY / GLB where the relative depth jump to a neighbour exceeds this "
+        f"(default {EDGE_THRESHOLD}; 0 keeps all)",
+    )
     parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the colour PNG")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument(
@@ -295,17 +353,46 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     add_video_predict_arguments(parser)
 
 
+class _CameraWarnings(logging.Handler):
+    """Prints the intrinsics resolver's warnings (e.g. a corrupt EXIF block and the fallback used) as one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"mesa-hf predict: warning: {record.getMessage()}", file=sys.stderr)
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    camera_logger = logging.getLogger("mesa_hf.camera")
+    handler = _CameraWarnings(logging.WARNING)
+    camera_logger.addHandler(handler)
+    propagate, camera_logger.propagate = camera_logger.propagate, False
+    try:
+        return _run_predict(args)
+    finally:
+        camera_logger.removeHandler(handler)
+        camera_logger.propagate = propagate
+
+
+def _run_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from mesa_hf.evaluation.inference import load_checkpoint
-    from mesa_hf.evaluation.io import Intrinsics
     from mesa_hf.evaluation.predict import predict_to_files
+    from mesa_hf.evaluation.scene_files import writer_missing
 
     def warn(failure) -> None:
         tqdm.write(f"mesa-hf predict: warning: {failure.error} (skipped)", file=sys.stderr)
 
-    intrinsics = Intrinsics(*args.intrinsics, source="given") if args.intrinsics else None
+    intrinsics, fov = _requested_intrinsics(args)  # bad flags fail before the model loads
+    args.outputs = list(dict.fromkeys(kind for group in args.outputs for kind in group))
+    if {"ply", "glb", "exr"} & set(args.outputs) and "camera" not in args.outputs:
+        args.outputs.append("camera")  # 3-D files come with the intrinsics that made them
+    for kind in ("glb", "exr"):
+        reason = writer_missing(kind) if kind in args.outputs else None
+        if reason:
+            print(f"mesa-hf predict: warning: {reason}; not written", file=sys.stderr)
+            args.outputs.remove(kind)
     from mesa_hf.evaluation.predict_video import check_videos, run_video_predictions, split_video_inputs
 
     videos, args.inputs = split_video_inputs(args.inputs)
@@ -313,10 +400,12 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         if videos:
             raise ValueError("--backend onnx predicts images; predict videos with the default PyTorch backend")
+        if fov is not None:
+            raise ValueError("--backend onnx takes --intrinsics or --fx --fy --cx --cy, not --fov")
         return _run_predict_onnx(args, intrinsics)
     model, processor = load_checkpoint(args.checkpoint)
     if videos:
-        run_video_predictions(args, model, processor, videos, _tta(args))
+        run_video_predictions(args, model, processor, videos, _tta(args), intrinsics, fov)
     if not args.inputs:
         return 0
     records = predict_to_files(
@@ -335,13 +424,21 @@ def run_predict(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         strict=args.strict,
         on_failure=warn,
+        fov=fov,
+        edge_threshold=args.edge_threshold,
     )
     intrinsics_used = sorted({r["intrinsics"] for r in records})
     print(f"predicted {len(records)} images (dtype {args.dtype}, TTA {_tta(args).describe()}) into {args.output_dir}")
     print("depth PNG: uint16 millimetres (depth_scale text chunk '0.001 m per unit'; 0 = no depth); .npy: float32 m")
-    if "ply" in args.outputs:
+    if {"ply", "glb", "camera"} & set(args.outputs):
         for line in intrinsics_used:
             print(f"point-cloud intrinsics: {line}")
+    dropped = [r["flying_pixels_dropped"] for r in records if "flying_pixels_dropped" in r]
+    if dropped:
+        print(
+            f"flying pixels dropped from the PLY/GLB: {sum(dropped)} "
+            f"(relative depth jump > {args.edge_threshold:g} between neighbours)"
+        )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "predictions.json").write_text(json.dumps(records, indent=2) + "\n")
     if records.failures:

@@ -109,6 +109,10 @@ class MeSaConfig(PreTrainedConfig):
         frame_offsets, ssim_weight, smoothness_weight, num_scales, pose_source, pose_*: the geometric
             (self-supervised video) objective and its pose network.
         window_attention (`str`): `"sdpa"` (fused) or `"eager"` (transformers' stock Swin-V2 attention).
+        camera_intrinsics (`dict`, *optional*): the camera the checkpoint was trained on, `{"fx", "fy", "cx", "cy",
+            "width", "height"}` in pixels of a `width` x `height` image (e.g. NYUv2's Kinect at 640x480). Predictions
+            use it, scaled to each image, when neither the user nor the photo's EXIF gives one
+            (`mesa_hf.camera.resolve_intrinsics`); `None` (default): the NYUv2 camera, marked as assumed.
     """
 
     model_type = "mesa"
@@ -152,6 +156,8 @@ class MeSaConfig(PreTrainedConfig):
     pose_translation_scale: float = 0.1
     # encoder attention kernel
     window_attention: str = "sdpa"
+    # the training camera (intrinsics at a reference size) predictions fall back to
+    camera_intrinsics: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.backbone_config is None:
@@ -211,6 +217,19 @@ class MeSaConfig(PreTrainedConfig):
             )
         if self.num_scales < 1:
             raise ValueError(f"num_scales must be >= 1, got {self.num_scales}")
+        self._validate_camera_intrinsics()
+
+    def _validate_camera_intrinsics(self) -> None:
+        camera = self.camera_intrinsics
+        if camera is None:
+            return
+        keys = ("fx", "fy", "cx", "cy", "width", "height")
+        if not isinstance(camera, dict) or sorted(camera) != sorted(keys):
+            raise ValueError(f"camera_intrinsics must be None or a dict with exactly the keys {keys}, got {camera!r}")
+        if not all(isinstance(camera[k], int | float) and not isinstance(camera[k], bool) for k in keys):
+            raise ValueError(f"camera_intrinsics values must be numbers (pixels), got {camera!r}")
+        if min(camera["fx"], camera["fy"], camera["width"], camera["height"]) <= 0:
+            raise ValueError(f"camera_intrinsics fx, fy, width and height must be positive, got {camera!r}")
 
     @property
     def patch_size(self) -> int:

@@ -1,7 +1,7 @@
 """MeSa image processor (pure PIL/NumPy backend; no torchvision).
 
 This file is copied next to checkpoints written for sharing (``trust_remote_code``), so it imports only numpy,
-PIL, torch, transformers and the standard library.
+PIL, torch, transformers, the standard library and ``camera.py`` (copied with it).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from transformers.image_utils import (
     get_image_size,
 )
 from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+from .camera import CameraIntrinsics, resolve_intrinsics
 
 _PIL_MODES_TO_RGB = {"RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "L", "1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
 _PIL_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -189,7 +191,12 @@ class MeSaImageProcessor(DPTImageProcessorPil):
         outputs: Any,
         target_sizes: torch.Tensor | Sequence[tuple[int, int]] | None = None,
         reshaped_input_sizes: torch.Tensor | Sequence[tuple[int, int]] | None = None,
-    ) -> list[dict[str, torch.Tensor]]:
+        return_intrinsics: bool = False,
+        images: Sequence[Any] | None = None,
+        intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics] | None = None,
+        fov: float | None = None,
+        config: Any = None,
+    ) -> list[dict[str, Any]]:
         """Crop each `outputs.predicted_depth` (B, h, w) map to its `reshaped_input_sizes` entry (the image's
         content before batch padding) and resize it to its `target_sizes` entry (H, W), in metres.
 
@@ -197,13 +204,28 @@ class MeSaImageProcessor(DPTImageProcessorPil):
         reshaped_input_sizes=inputs["reshaped_input_sizes"]``. Bilinear resizing keeps values inside the predicted
         range (bicubic would overshoot past max_depth or 0). Returns one `{"predicted_depth": (H, W) tensor}` per
         image.
+
+        With `return_intrinsics`, each dict also holds the camera at the output size (H, W), from
+        `mesa_hf.camera.resolve_intrinsics`: `intrinsics` (3, 3) float32 pixels, `field_of_view` (horizontal,
+        degrees, as Depth Pro's), `focal_length` (fx, pixels) and `intrinsics_source` (`given`, `fov`, `exif`,
+        `checkpoint` or `assumed`). The camera is `intrinsics` (one for all images or one per image, scaled to each
+        output size; without a size: pixels of the output), else `fov` (horizontal degrees), else the EXIF of
+        `images` (paths or PIL images, one per image), else `config.camera_intrinsics` (pass `model.config`),
+        else NYUv2's Kinect camera scaled to the output size.
         """
         predicted_depth = outputs["predicted_depth"] if isinstance(outputs, dict) else outputs.predicted_depth
         if predicted_depth.ndim == 4 and predicted_depth.shape[1] == 1:
             predicted_depth = predicted_depth[:, 0]
         if predicted_depth.ndim != 3:
             raise ValueError(f"predicted_depth must be (batch, height, width), got {tuple(predicted_depth.shape)}")
-        for name, sizes in (("target sizes", target_sizes), ("reshaped input sizes", reshaped_input_sizes)):
+        if isinstance(intrinsics, CameraIntrinsics):
+            intrinsics = [intrinsics] * len(predicted_depth)
+        for name, sizes in (
+            ("target sizes", target_sizes),
+            ("reshaped input sizes", reshaped_input_sizes),
+            ("images", images),
+            ("intrinsics", intrinsics),
+        ):
             if sizes is not None and len(sizes) != len(predicted_depth):
                 raise ValueError(f"got {len(sizes)} {name} for a batch of {len(predicted_depth)} predicted depth maps")
         results = []
@@ -221,7 +243,19 @@ class MeSaImageProcessor(DPTImageProcessorPil):
                 if size != tuple(depth.shape):
                     depth = F.interpolate(depth[None, None].float(), size=size, mode="bilinear", align_corners=False)
                     depth = depth[0, 0]
-            results.append({"predicted_depth": depth})
+            result: dict[str, Any] = {"predicted_depth": depth}
+            if return_intrinsics:
+                size = tuple(depth.shape)
+                if intrinsics is not None:
+                    camera = intrinsics[index].scaled_to(*size)
+                else:
+                    image = None if images is None else images[index]
+                    camera = resolve_intrinsics(image, size=size, fov=fov, config=config)
+                result["intrinsics"] = torch.as_tensor(camera.matrix(), dtype=torch.float32)
+                result["field_of_view"] = torch.tensor(camera.field_of_view[0], dtype=torch.float32)
+                result["focal_length"] = torch.tensor(camera.focal_length, dtype=torch.float32)
+                result["intrinsics_source"] = camera.source
+            results.append(result)
         return results
 
 

@@ -1,9 +1,11 @@
-"""The Gradio page of the web demo: an Image tab and a 3-D tab (and a Video tab where video support exists).
+"""The Gradio page of the web demo: an Image tab, a 3-D tab, a Measure tab (and a Video tab where video support
+exists).
 
 Offline and safe by default: analytics off, binds 127.0.0.1, no ``share``, fonts and the 3-D viewer come from
 Gradio's own server, uploads are size-limited, unreadable files are answered with a message in the page, and all
 model runs share one queue with a concurrency limit. Every event has an ``api_name`` (drive it with
-``gradio_client``): ``/predict``, ``/colorize``, ``/point_cloud`` (and ``/predict_video``, :mod:`.video_tab`).
+``gradio_client``): ``/predict``, ``/colorize``, ``/point_cloud``, ``/measure`` (and ``/predict_video``,
+:mod:`.video_tab`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError('the web demo needs Gradio: pip install "mesa-hf[demo]"') from error
 
-from mesa_hf.evaluation.io import Intrinsics
+from mesa_hf.camera import CameraIntrinsics, Measurement
 
 from .engine import COLORMAPS, DemoEngine, DemoLimits, DepthResult, UnreadableImageError, get_engine, resolve_checkpoint
 
@@ -42,9 +44,12 @@ left out; it is never shown empty."""
 
 RANGE_AUTO = "automatic (percentiles)"
 RANGE_FIXED = "fixed min / max"
-INTRINSICS_DEFAULT = "as mesa-hf predict (NYUv2 Kinect, scaled)"
+INTRINSICS_DEFAULT = "as mesa-hf predict (EXIF, else checkpoint, else NYUv2 Kinect)"
 INTRINSICS_PIXELS = "fx fy cx cy (pixels)"
 INTRINSICS_FOV = "field of view"
+MEASURE_ON_PHOTO = "photo"
+MEASURE_ON_DEPTH = "depth"
+MARKER_COLOURS = {"A": (0, 229, 255), "B": (255, 214, 0)}
 
 
 def load_video_tab_builder() -> Callable[[DemoEngine], None] | None:
@@ -90,6 +95,47 @@ def _optional_number(value: Any) -> float | None:
 
 def _page_error(error: Exception) -> gr.Error:
     return gr.Error(str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+
+def mark_points(picture: np.ndarray, points: dict[str, tuple[int, int]]) -> np.ndarray:
+    """A copy of ``picture`` (H, W, 3) uint8 with each named pixel circled and labelled, joined by a line."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(np.ascontiguousarray(picture[..., :3]))
+    draw = ImageDraw.Draw(image)
+    radius = max(4, round(max(image.size) / 80))
+    if len(points) == 2:
+        draw.line([tuple(p) for p in points.values()], fill=(255, 255, 255), width=max(1, radius // 3))
+    for name, (u, v) in points.items():
+        colour = MARKER_COLOURS[name]
+        draw.ellipse([u - radius, v - radius, u + radius, v + radius], outline=colour, width=max(2, radius // 3))
+        draw.point((u, v), fill=colour)
+        draw.text((u + radius + 2, v - 2 * radius), name, fill=colour)
+    return np.asarray(image)
+
+
+def measure_readout(
+    camera: CameraIntrinsics, measurement: Measurement | None, first: tuple[int, int] | None, first_depth: float | None
+) -> str:
+    """Markdown for the Measure tab: the distance (m), each point's pixel, depth and camera-frame position, and
+    the intrinsics used with their source."""
+    lines = []
+    if measurement is not None:
+        lines.append(f"**distance A-B: {measurement.distance:.4f} m**")
+        for name, (u, v), z, point in zip(
+            "AB", measurement.pixels, measurement.depths, measurement.points, strict=True
+        ):
+            x, y, _ = point
+            lines.append(f"**{name}** pixel ({u}, {v}) · depth {z:.4f} m · point ({x:.4f}, {y:.4f}, {z:.4f}) m")
+    elif first is not None:
+        lines.append(f"**A** pixel ({first[0]}, {first[1]}) · depth {first_depth:.4f} m. Click a second point (B).")
+    else:
+        lines.append("Click two points on the picture (A, then B).")
+    lines.append(
+        f"**intrinsics** {camera.describe()} at {camera.width}x{camera.height} px (the depth map's size) · "
+        f"**source: {camera.source}** (change them on the 3-D tab)"
+    )
+    return "  \n".join(lines)
 
 
 def build_demo(
@@ -151,6 +197,7 @@ def build_demo(
                         )
                         npy_button = gr.DownloadButton("float32 .npy (m)", interactive=False, elem_id="download-npy")
                         ply_button = gr.DownloadButton("point cloud .ply", interactive=False, elem_id="download-ply")
+                        glb_button = gr.DownloadButton("mesh .glb", interactive=False, elem_id="download-glb")
             with gr.Tab("3-D", id="3d"), gr.Row():
                 with gr.Column(scale=1):
                     intrinsics_mode = gr.Radio(
@@ -183,6 +230,29 @@ def build_demo(
                         height=520,
                         elem_id="viewer",
                     )
+            with gr.Tab("Measure", id="measure"), gr.Row():
+                with gr.Column(scale=2):
+                    measure_on = gr.Radio(
+                        [MEASURE_ON_PHOTO, MEASURE_ON_DEPTH], value=MEASURE_ON_PHOTO, label="Click on the"
+                    )
+                    measure_image = gr.Image(
+                        label="Click two points (A, then B); a third click starts again",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        buttons=[],
+                        elem_id="measure-image",
+                    )
+                with gr.Column(scale=1):
+                    with gr.Row():
+                        point_a_u = gr.Number(label="A: column u (px)", precision=0, elem_id="measure-a-u")
+                        point_a_v = gr.Number(label="A: row v (px)", precision=0, elem_id="measure-a-v")
+                    with gr.Row():
+                        point_b_u = gr.Number(label="B: column u (px)", precision=0, elem_id="measure-b-u")
+                        point_b_v = gr.Number(label="B: row v (px)", precision=0, elem_id="measure-b-v")
+                    measure_button = gr.Button("Measure", elem_id="measure")
+                    measure_text = gr.Markdown(elem_id="measure-readout")
+                    camera_button = gr.DownloadButton("camera .json", interactive=False, elem_id="download-camera")
             video_tab = load_video_tab_builder()
             if video_tab is not None:
                 with gr.Tab("Video", id="video"):
@@ -227,33 +297,104 @@ def build_demo(
                 round(default.cy, 3),
             )
 
+        def chosen_intrinsics(result: DepthResult, mode: str, *values: Any) -> CameraIntrinsics | None:
+            """The 3-D tab's choice in pixels of the upload (None: the default resolver)."""
+            *pinhole, field_of_view = values
+            if mode == INTRINSICS_PIXELS:
+                numbers = [_optional_number(v) for v in pinhole]
+                if None in numbers:
+                    raise ValueError("give all four of fx, fy, cx, cy (pixels), or choose another intrinsics mode")
+                return CameraIntrinsics(*numbers, source="given")
+            if mode == INTRINSICS_FOV:
+                width, height = result.upload_size
+                return engine.intrinsics_from_fov(width, height, float(field_of_view))
+            return None
+
         def point_cloud(result: DepthResult | None, mode: str, *values: Any):
             if result is None:
                 raise gr.Error("estimate depth on the Image tab first")
-            *pinhole, field_of_view, points_wanted = values
+            *camera_values, points_wanted = values
             try:
-                if mode == INTRINSICS_PIXELS:
-                    numbers = [_optional_number(v) for v in pinhole]
-                    if None in numbers:
-                        raise ValueError("give all four of fx, fy, cx, cy (pixels), or choose another intrinsics mode")
-                    intrinsics = Intrinsics(*numbers, source="given")
-                elif mode == INTRINSICS_FOV:
-                    width, height = result.upload_size
-                    intrinsics = engine.intrinsics_from_fov(width, height, float(field_of_view))
-                else:
-                    intrinsics = None
+                intrinsics = chosen_intrinsics(result, mode, *camera_values)
                 cloud = engine.write_point_cloud(result, intrinsics, int(points_wanted))
             except ValueError as error:
                 raise _page_error(error) from error
             text = (
-                f"**{cloud.points:,} points** (every {cloud.stride}. pixel in each direction)  \n"
+                f"**{cloud.points:,} points** (every {cloud.stride}. pixel in each direction; "
+                f"{cloud.flying_pixels_dropped:,} flying pixels at depth edges left out)  \n"
                 f"**intrinsics** {cloud.intrinsics.describe()}"
+                + (f"  \nno .glb: {cloud.glb_missing}" if cloud.glb_missing else "")
             )
-            return str(cloud.view_path), gr.DownloadButton(value=str(cloud.path), interactive=True), text
+            glb = (
+                gr.DownloadButton(value=str(cloud.glb_path), interactive=True)
+                if cloud.glb_path
+                else gr.DownloadButton(value=None, interactive=False)
+            )
+            return str(cloud.view_path), gr.DownloadButton(value=str(cloud.path), interactive=True), text, glb
+
+        def measure(result: DepthResult | None, on: str, a_u: Any, a_v: Any, b_u: Any, b_v: Any, *camera_values):
+            """The Measure tab: the picture with the points marked, the readout and the camera JSON download."""
+            if result is None:
+                raise gr.Error("estimate depth on the Image tab first")
+            try:
+                intrinsics = chosen_intrinsics(result, *camera_values)  # pixels of the upload
+                camera = engine.processed_intrinsics(result, intrinsics)  # pixels of the depth map
+                first = [_optional_number(a_u), _optional_number(a_v)]
+                second = [_optional_number(b_u), _optional_number(b_v)]
+                measurement = first_depth = None
+                if None not in first and None not in second:
+                    measurement = engine.measure(result, first, second, intrinsics)
+                    marks = dict(zip("AB", measurement.pixels, strict=True))
+                elif None not in first:
+                    single = engine.measure(result, first, first, intrinsics)
+                    marks, first_depth = {"A": single.pixels[0]}, single.depths[0]
+                else:
+                    marks = {}
+                camera_json = engine.write_camera_json(result, intrinsics)
+            except ValueError as error:
+                raise _page_error(error) from error
+            if on == MEASURE_ON_DEPTH:
+                picture = engine.colorize(result)[0]
+            else:
+                picture = np.asarray(result.image.convert("RGB"))
+            text = measure_readout(camera, measurement, marks.get("A"), first_depth)
+            return mark_points(picture, marks), text, gr.DownloadButton(value=str(camera_json), interactive=True)
+
+        def measure_click(
+            result: DepthResult | None,
+            on: str,
+            a_u: Any,
+            a_v: Any,
+            b_u: Any,
+            b_v: Any,
+            mode: str,
+            fx_value: Any,
+            fy_value: Any,
+            cx_value: Any,
+            cy_value: Any,
+            fov_value: Any,
+            event: gr.SelectData,
+        ) -> tuple:
+            """A click on the picture (``event.index``: its pixel (u, v)): it becomes A when none or both points are
+            set, else B."""
+            camera_values = (mode, fx_value, fy_value, cx_value, cy_value, fov_value)
+            u, v = (int(c) for c in event.index)
+            if a_u is None or a_v is None or (b_u is not None and b_v is not None):
+                a_u, a_v, b_u, b_v = u, v, None, None
+            else:
+                b_u, b_v = u, v
+            return (a_u, a_v, b_u, b_v, *measure(result, on, a_u, a_v, b_u, b_v, *camera_values))
+
+        def measure_reset(result: DepthResult | None, on: str, *camera_values: Any) -> tuple:
+            return (None, None, None, None, *measure(result, on, None, None, None, None, *camera_values))
 
         color_inputs = [cmap, range_mode, vmin, vmax]
         cloud_inputs = [result_state, intrinsics_mode, fx, fy, cx, cy, fov, max_points]
-        gr.on(
+        cloud_outputs = [viewer, ply_button, cloud_readout, glb_button]
+        camera_inputs = [intrinsics_mode, fx, fy, cx, cy, fov]
+        points = [point_a_u, point_a_v, point_b_u, point_b_v]
+        measure_outputs = [measure_image, measure_text, camera_button]
+        predicted = gr.on(
             [run_button.click, image_input.upload],
             predict,
             inputs=[image_input, flip, *color_inputs],
@@ -262,11 +403,19 @@ def build_demo(
             preprocess=False,
             concurrency_id=MODEL_CONCURRENCY_ID,
             concurrency_limit=limits.concurrency_limit,
-        ).success(
+        )
+        predicted.success(
             point_cloud,
             inputs=cloud_inputs,
-            outputs=[viewer, ply_button, cloud_readout],
+            outputs=cloud_outputs,
             api_name="point_cloud_of_prediction",
+            api_visibility="undocumented",
+        )
+        predicted.success(
+            measure_reset,
+            inputs=[result_state, measure_on, *camera_inputs],
+            outputs=[*points, *measure_outputs],
+            api_name="measure_of_prediction",
             api_visibility="undocumented",
         )
         gr.on(
@@ -280,8 +429,22 @@ def build_demo(
             [cloud_button.click, max_points.release, intrinsics_mode.change],
             point_cloud,
             inputs=cloud_inputs,
-            outputs=[viewer, ply_button, cloud_readout],
+            outputs=cloud_outputs,
             api_name="point_cloud",
+        )
+        gr.on(
+            [measure_button.click, measure_on.change],
+            measure,
+            inputs=[result_state, measure_on, *points, *camera_inputs],
+            outputs=measure_outputs,
+            api_name="measure",
+        )
+        measure_image.select(
+            measure_click,
+            inputs=[result_state, measure_on, *points, *camera_inputs],
+            outputs=[*points, *measure_outputs],
+            api_name="measure_click",
+            api_visibility="undocumented",
         )
 
     demo.queue(default_concurrency_limit=limits.concurrency_limit, max_size=limits.max_queue_size)

@@ -27,9 +27,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mesa_hf.camera import CameraIntrinsics, Measurement, intrinsics_from_fov, measure_distance, resolve_intrinsics
 from mesa_hf.evaluation.inference import DepthPredictor, load_checkpoint, preprocess_images, resize_depth_bilinear
-from mesa_hf.evaluation.io import Intrinsics, colorize_depth, depth_to_points, nyu_intrinsics, save_ply
+from mesa_hf.evaluation.io import colorize_depth, save_ply
 from mesa_hf.evaluation.predict import IMAGE_EXTENSIONS, write_depth_outputs
+from mesa_hf.evaluation.scene_files import (
+    EDGE_THRESHOLD,
+    kept_pixels,
+    save_camera_json,
+    save_mesh_glb,
+    scene_points,
+    writer_missing,
+)
 from mesa_hf.evaluation.tta import TestTimeAugmentation
 from mesa_hf.image_processing_mesa import load_rgb_image
 
@@ -103,13 +112,18 @@ class DepthResult:
 @dataclass(frozen=True)
 class PointCloud:
     """A written point cloud: ``path`` (camera frame: x right, y down, z forward, metres), ``view_path`` (the same
-    points turned for a y-up viewer), ``points`` count, pixel ``stride``, ``intrinsics`` used (processed pixels)."""
+    points turned for a y-up viewer), ``points`` count, pixel ``stride``, ``intrinsics`` used (processed pixels),
+    ``flying_pixels_dropped`` (of the full-resolution depth, before striding), ``glb_path`` the same points as a
+    GLB mesh (glTF y-up; None where trimesh is missing, ``glb_missing`` then says why)."""
 
     path: Path
     view_path: Path
     points: int
     stride: int
-    intrinsics: Intrinsics
+    intrinsics: CameraIntrinsics
+    flying_pixels_dropped: int = 0
+    glb_path: Path | None = None
+    glb_missing: str | None = None
 
 
 def valid_depth(depth: np.ndarray) -> np.ndarray:
@@ -410,59 +424,85 @@ class DemoEngine:
         """``<name>_depth.png`` (uint16 mm, as ``mesa-hf predict``) and ``<name>_depth.npy`` (float32 m)."""
         return write_depth_outputs(self._request_folder(), result.name, result.depth, outputs=("png16", "npy"))
 
-    def default_intrinsics(self, result: DepthResult) -> Intrinsics:
-        """What ``mesa-hf predict`` uses for this image: NYUv2 Kinect intrinsics scaled to the upload's size."""
-        return nyu_intrinsics(result.upload_size[1], result.upload_size[0])
+    def default_intrinsics(self, result: DepthResult) -> CameraIntrinsics:
+        """What ``mesa-hf predict`` uses for this image, at the upload's size: the upload's EXIF focal length, else
+        the checkpoint's camera, else NYUv2's Kinect scaled to it (`mesa_hf.camera.resolve_intrinsics`)."""
+        width, height = result.upload_size
+        source = result.source if result.source and Path(result.source).is_file() else None
+        return resolve_intrinsics(source, size=(height, width), config=getattr(self.model, "config", None))
 
     @staticmethod
-    def intrinsics_from_fov(width: int, height: int, horizontal_fov_degrees: float) -> Intrinsics:
+    def intrinsics_from_fov(width: int, height: int, horizontal_fov_degrees: float) -> CameraIntrinsics:
         """Square pixels, principal point at the image centre, focal length from the horizontal field of view."""
-        if not 1.0 <= horizontal_fov_degrees <= 179.0:
-            raise ValueError(f"field of view must be within 1-179 degrees, got {horizontal_fov_degrees:g}")
-        focal = (width / 2) / math.tan(math.radians(horizontal_fov_degrees) / 2)
-        return Intrinsics(
-            focal, focal, (width - 1) / 2, (height - 1) / 2, source=f"{horizontal_fov_degrees:g} degrees horizontal"
-        )
+        return intrinsics_from_fov(height, width, horizontal_fov_degrees)
+
+    def processed_intrinsics(self, result: DepthResult, intrinsics: CameraIntrinsics | None = None) -> CameraIntrinsics:
+        """``intrinsics`` in pixels of the upload (default :meth:`default_intrinsics`) scaled to the processed image
+        and depth map (they differ when the upload was downscaled)."""
+        intrinsics = intrinsics or self.default_intrinsics(result)
+        upload_width, upload_height = result.upload_size
+        width, height = result.size
+        return intrinsics.scaled_to(upload_height, upload_width).scaled_to(height, width)
 
     def write_point_cloud(
-        self, result: DepthResult, intrinsics: Intrinsics | None = None, max_points: int | None = None
+        self, result: DepthResult, intrinsics: CameraIntrinsics | None = None, max_points: int | None = None
     ) -> PointCloud:
         """``<name>.ply`` (binary, metres, camera frame, coloured, as ``mesa-hf predict`` writes) of every
         ``stride``-th pixel in each direction so that at most ``max_points`` points remain, and its copy for the
-        page's viewer.
+        page's viewer. Flying pixels (`mesa_hf.evaluation.scene_files.flying_pixel_mask` on the full depth) are
+        left out.
 
         ``intrinsics`` are in pixels of the upload (default :meth:`default_intrinsics`) and are scaled to the
         processed image when it was downscaled.
         """
-        intrinsics = intrinsics or self.default_intrinsics(result)
-        for value in (intrinsics.fx, intrinsics.fy):
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"focal lengths must be positive pixels, got fx={intrinsics.fx} fy={intrinsics.fy}")
-        scale = result.scale
-        if scale != 1.0:
-            intrinsics = Intrinsics(
-                intrinsics.fx * scale,
-                intrinsics.fy * scale,
-                (intrinsics.cx + 0.5) * scale - 0.5,
-                (intrinsics.cy + 0.5) * scale - 0.5,
-                source=f"{intrinsics.source}, scaled by {scale:.4f} to the downscaled image",
-            )
+        intrinsics = self.processed_intrinsics(result, intrinsics)
         max_points = int(max_points or self.limits.default_points)
         if max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points}")
-        valid = int(np.count_nonzero(np.isfinite(result.depth) & (result.depth > 0)))
+        keep, dropped = kept_pixels(result.depth, EDGE_THRESHOLD)
+        valid = int(np.count_nonzero(keep))
         stride = max(1, math.ceil(math.sqrt(valid / max_points))) if valid else 1
         sparse = np.zeros_like(result.depth)
-        sparse[::stride, ::stride] = result.depth[::stride, ::stride]
+        grid = np.zeros_like(keep)
+        grid[::stride, ::stride] = True
+        sparse[grid & keep] = result.depth[grid & keep]
         folder = self._request_folder()
         written = write_depth_outputs(
-            folder, result.name, sparse, image=result.image, intrinsics=intrinsics, outputs=("ply",)
+            folder, result.name, sparse, image=result.image, intrinsics=intrinsics, outputs=("ply",), edge_threshold=0
         )
-        points, colors = depth_to_points(sparse, intrinsics, np.asarray(result.image.convert("RGB")))
+        points, colors, _, _ = scene_points(sparse, intrinsics, np.asarray(result.image.convert("RGB")), 0)
         # The viewer's copy: turned 180 degrees about x (x right, y up, z towards the viewer, as 3-D viewers expect)
         # so that the page's camera sees the photo upright; the download keeps the camera frame of `predict`.
         view = save_ply(folder / f"{result.name}_view.ply", points * np.array([1, -1, -1], np.float32), colors)
-        return PointCloud(written["ply"], view, len(points), stride, intrinsics)
+        glb_missing = writer_missing("glb")
+        glb = None
+        if glb_missing is None:
+            # the same pixels as a mesh over the strided grid: pixel (i, j) of the grid is (i s, j s) of the image,
+            # so its camera is f / s, c / s (no size: in pixels of the grid)
+            k = intrinsics
+            grid_camera = CameraIntrinsics(k.fx / stride, k.fy / stride, k.cx / stride, k.cy / stride, source=k.source)
+            rgb = np.asarray(result.image.convert("RGB"))[::stride, ::stride]
+            glb = folder / f"{result.name}.glb"
+            save_mesh_glb(glb, sparse[::stride, ::stride], grid_camera, rgb, edge_threshold=0)
+        return PointCloud(written["ply"], view, len(points), stride, intrinsics, dropped, glb, glb_missing)
+
+    def measure(
+        self,
+        result: DepthResult,
+        first: tuple[float, float],
+        second: tuple[float, float],
+        intrinsics: CameraIntrinsics | None = None,
+    ) -> Measurement:
+        """The 3-D distance in metres between two pixels (u, v) of the processed image / depth map
+        (`mesa_hf.camera.measure_distance` with :meth:`processed_intrinsics`)."""
+        return measure_distance(result.depth, self.processed_intrinsics(result, intrinsics), first, second)
+
+    def write_camera_json(self, result: DepthResult, intrinsics: CameraIntrinsics | None = None) -> Path:
+        """``<name>_camera.json`` (`mesa_hf.evaluation.scene_files.save_camera_json`) with the intrinsics in pixels
+        of the depth map (:meth:`processed_intrinsics`), as ``mesa-hf predict`` writes it."""
+        camera = self.processed_intrinsics(result, intrinsics)
+        path = self._request_folder() / f"{result.name}_camera.json"
+        return save_camera_json(path, camera, {"image": result.name, "depth_file": f"{result.name}_depth.npy"})
 
 
 @functools.lru_cache(maxsize=4)

@@ -5,40 +5,27 @@ Depth inside is float32 metres; 0 or non-finite means "no depth".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from mesa_hf.camera import NYU_CAMERA, CameraIntrinsics, nyu_camera
 from mesa_hf.depth_png import DEPTH_PNG_SCALE_KEY, depth_png_scale_text, png_text_scale
 
 DEPTH_PNG_SCALE = 0.001
 """Metres per unit of the 16-bit depth PNGs written here (1 unit = 1 mm; 0 = no depth; max 65.535 m)."""
 
 # NYU Depth V2 Kinect RGB camera (NYU toolbox camera_params.m) for 640x480 images.
-NYU_INTRINSICS_640x480 = (518.8579, 519.4696, 325.5824, 253.7362)
+NYU_INTRINSICS_640x480 = tuple(NYU_CAMERA[k] for k in ("fx", "fy", "cx", "cy"))
+
+Intrinsics = CameraIntrinsics
+"""Pinhole intrinsics in pixels (the one type, :class:`mesa_hf.camera.CameraIntrinsics`)."""
 
 
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics in pixels: x = fx * X / Z + cx, y = fy * Y / Z + cy (pixel centres at integers)."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    source: str = "given"
-
-    def describe(self) -> str:
-        return f"fx={self.fx:.3f} fy={self.fy:.3f} cx={self.cx:.3f} cy={self.cy:.3f} ({self.source})"
-
-
-def nyu_intrinsics(height: int, width: int) -> Intrinsics:
+def nyu_intrinsics(height: int, width: int) -> CameraIntrinsics:
     """NYUv2 Kinect intrinsics scaled from 640x480 to ``width`` x ``height`` (an assumption for unknown cameras)."""
-    fx, fy, cx, cy = NYU_INTRINSICS_640x480
-    sx, sy = width / 640.0, height / 480.0
-    return Intrinsics(fx * sx, fy * sy, cx * sx, cy * sy, source=f"assumed: NYUv2 Kinect scaled to {width}x{height}")
+    return nyu_camera(height, width)
 
 
 def _check_depth_map(depth: np.ndarray, what: str) -> np.ndarray:
@@ -115,8 +102,23 @@ def save_colormap_png(path: str | Path, depth: np.ndarray, cmap: str = "magma_r"
     return path
 
 
+def point_map(depth: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
+    """Every pixel back-projected, ``X = (u - cx) Z / fx``, ``Y = (v - cy) Z / fy``: (H, W, 3) float32 camera-frame
+    metres (x right, y down, z forward; non-finite depth gives 0). Intrinsics carrying another image size are
+    scaled to the depth map's."""
+    depth = _check_depth_map(depth, "point_map")
+    k = intrinsics.scaled_to(*depth.shape)
+    height, width = depth.shape
+    z = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
+    u = np.arange(width, dtype=np.float32)[None, :]
+    v = np.arange(height, dtype=np.float32)[:, None]
+    x = (u - np.float32(k.cx)) * z / np.float32(k.fx)
+    y = (v - np.float32(k.cy)) * z / np.float32(k.fy)
+    return np.stack([x, y, z], axis=-1)
+
+
 def depth_to_points(
-    depth: np.ndarray, intrinsics: Intrinsics, colors: np.ndarray | None = None
+    depth: np.ndarray, intrinsics: CameraIntrinsics, colors: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Back-project valid pixels to camera-frame points (N, 3) float32 metres (x right, y down, z forward).
 
@@ -124,17 +126,13 @@ def depth_to_points(
     """
     depth = _check_depth_map(depth, "depth_to_points")
     valid = np.isfinite(depth) & (depth > 0)
-    rows, cols = np.nonzero(valid)
-    z = depth[rows, cols]
-    x = (cols.astype(np.float32) - intrinsics.cx) * z / intrinsics.fx
-    y = (rows.astype(np.float32) - intrinsics.cy) * z / intrinsics.fy
-    points = np.stack([x, y, z], axis=1).astype(np.float32)
+    points = point_map(depth, intrinsics)[valid]
     point_colors = None
     if colors is not None:
         colors = np.asarray(colors)
         if colors.shape[:2] != depth.shape or colors.ndim != 3 or colors.shape[2] < 3:
             raise ValueError(f"colors must be (H, W, 3) matching depth {depth.shape}, got {colors.shape}")
-        point_colors = colors[rows, cols, :3].astype(np.uint8)
+        point_colors = colors[valid][:, :3].astype(np.uint8)
     return points, point_colors
 
 

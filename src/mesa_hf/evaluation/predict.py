@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +14,22 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mesa_hf.camera import CameraIntrinsics, resolve_intrinsics
+
 from .inference import DepthPredictor, batches_of_equal_shape, preprocess_images, resize_depth_bilinear
-from .io import Intrinsics, depth_to_points, nyu_intrinsics, save_colormap_png, save_depth_png16, save_ply
+from .io import save_colormap_png, save_depth_png16
+from .scene_files import EDGE_THRESHOLD, save_camera_json, save_depth_exr, save_mesh_glb, save_point_cloud
 from .tta import TestTimeAugmentation
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 MULTI_FRAME_EXTENSIONS = (".gif", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
-OUTPUT_KINDS = ("png16", "npy", "color", "ply")
+OUTPUT_KINDS = ("png16", "npy", "color", "ply", "camera", "glb", "exr")
+"""What `write_depth_outputs` can write: ``<name>_depth.png``, ``_depth.npy``, ``_depth_color.png``, ``.ply``,
+``_camera.json``, ``.glb`` (mesh, needs trimesh) and ``_depth.exr`` (float32, needs OpenEXR)."""
+DEFAULT_OUTPUTS = ("png16", "npy", "color", "ply", "camera")
+"""What ``mesa-hf predict`` writes unless ``--outputs`` says otherwise (no optional writer libraries needed)."""
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +65,13 @@ class InputFrame:
         if not self.path.is_file():
             raise UnreadableImageError(f"cannot read image {where}: file not found")
         try:
-            with Image.open(self.path) as im:
-                if self.frame is not None:
-                    im.seek(self.frame)
-                im.load()
-                return Image.fromarray(load_rgb_image(im))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # resolve_intrinsics reports it
+                with Image.open(self.path) as im:
+                    if self.frame is not None:
+                        im.seek(self.frame)
+                    im.load()
+                    return Image.fromarray(load_rgb_image(im))
         except _READ_ERRORS as error:
             raise UnreadableImageError(f"cannot read image {where}: {error}") from error
 
@@ -72,6 +82,13 @@ class PredictionFailure:
 
     source: str
     error: str
+
+
+class DepthOutputs(dict):
+    """The files `write_depth_outputs` wrote (kind -> path) and, when it wrote a PLY or GLB,
+    ``flying_pixels_dropped`` (else None)."""
+
+    flying_pixels_dropped: int | None = None
 
 
 class PredictionRecords(list):
@@ -140,19 +157,27 @@ def write_depth_outputs(
     name: str,
     depth: np.ndarray,
     image: Image.Image | None = None,
-    intrinsics: Intrinsics | None = None,
-    outputs: Sequence[str] = OUTPUT_KINDS,
+    intrinsics: CameraIntrinsics | None = None,
+    outputs: Sequence[str] = DEFAULT_OUTPUTS,
     cmap: str = "magma_r",
-) -> dict[str, Path]:
-    """Write ``<name>_depth.png`` (uint16 mm), ``<name>_depth.npy`` (float32 m), ``<name>_depth_color.png`` and
-    ``<name>.ply`` (coloured points; intrinsics default to NYU's scaled to the image) into ``output_dir``."""
+    edge_threshold: float = EDGE_THRESHOLD,
+) -> DepthOutputs:
+    """Write the ``outputs`` kinds (`OUTPUT_KINDS`) of one depth map (H, W) float32 metres into ``output_dir``.
+
+    ``<name>_depth.png`` (uint16 mm), ``<name>_depth.npy`` (float32 m), ``<name>_depth_color.png``, ``<name>.ply``
+    (coloured points, camera frame), ``<name>.glb`` (coloured mesh, glTF y-up), ``<name>_depth.exr`` (float32 m)
+    and ``<name>_camera.json`` (the intrinsics, their source, the flying pixels dropped). ``intrinsics`` default to
+    `resolve_intrinsics` at the depth's size (NYUv2's camera, assumed); the PLY and GLB drop flying pixels
+    (``edge_threshold``, `mesa_hf.evaluation.scene_files.flying_pixel_mask`). The returned dict maps each kind to
+    its path; the number of flying pixels dropped, when a PLY or GLB was written, is in the camera JSON.
+    """
     unknown = set(outputs) - set(OUTPUT_KINDS)
     if unknown:
         raise ValueError(f"unknown output kinds {sorted(unknown)}; choose from {OUTPUT_KINDS}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     depth = np.asarray(depth, dtype=np.float32)
-    written: dict[str, Path] = {}
+    written = DepthOutputs()
     if "png16" in outputs:
         written["png16"] = save_depth_png16(output_dir / f"{name}_depth.png", depth)
     if "npy" in outputs:
@@ -160,13 +185,30 @@ def write_depth_outputs(
         np.save(written["npy"], depth)
     if "color" in outputs:
         written["color"] = save_colormap_png(output_dir / f"{name}_depth_color.png", depth, cmap=cmap)
+    if "exr" in outputs:
+        written["exr"] = save_depth_exr(output_dir / f"{name}_depth.exr", depth)
+    if not {"ply", "glb", "camera"} & set(outputs):
+        return written
+    camera = (intrinsics or resolve_intrinsics(size=depth.shape)).scaled_to(*depth.shape)
+    colors = None
+    if image is not None:
+        rgb = image.convert("RGB")
+        colors = np.asarray(rgb if rgb.size == depth.shape[::-1] else rgb.resize(depth.shape[::-1], Image.BILINEAR))
+    counts: dict[str, int] = {}
     if "ply" in outputs:
-        intrinsics = intrinsics or nyu_intrinsics(*depth.shape)
-        colors = None if image is None else np.asarray(image.convert("RGB"))
-        if colors is not None and colors.shape[:2] != depth.shape:
-            colors = np.asarray(image.convert("RGB").resize(depth.shape[::-1], Image.BILINEAR))
-        points, point_colors = depth_to_points(depth, intrinsics, colors)
-        written["ply"] = save_ply(output_dir / f"{name}.ply", points, point_colors)
+        written["ply"], counts["ply_points"], counts["flying_pixels_dropped"] = save_point_cloud(
+            output_dir / f"{name}.ply", depth, camera, colors, edge_threshold
+        )
+    if "glb" in outputs:
+        written["glb"], counts["glb_vertices"], counts["flying_pixels_dropped"] = save_mesh_glb(
+            output_dir / f"{name}.glb", depth, camera, colors, edge_threshold
+        )
+    if "camera" in outputs:
+        extra = {"depth_size": [int(depth.shape[0]), int(depth.shape[1])], **counts}
+        if counts:
+            extra["edge_threshold"] = edge_threshold
+        written["camera"] = save_camera_json(output_dir / f"{name}_camera.json", camera, extra)
+    written.flying_pixels_dropped = counts.get("flying_pixels_dropped")
     return written
 
 
@@ -211,19 +253,46 @@ def _log_failure(failure: PredictionFailure) -> None:
     logger.warning("%s (skipped)", failure.error)
 
 
-def prediction_record(name: str, source: str, depth: np.ndarray, intrinsics, written: dict) -> dict:
-    """One line of ``predictions.json``: the input, the depth map's size and range (metres), the files written."""
+def prediction_record(
+    name: str, source: str, depth: np.ndarray, intrinsics: CameraIntrinsics | None, written: dict
+) -> dict:
+    """One line of ``predictions.json``: the input, the depth map's size and range (metres), the intrinsics used
+    (with their source), the flying pixels dropped from the PLY / GLB, the files written."""
     finite = depth[np.isfinite(depth)]
-    return {
+    intrinsics = (intrinsics or resolve_intrinsics(size=depth.shape)).scaled_to(*depth.shape)
+    record = {
         "name": name,
         "source": source,
         "height": int(depth.shape[0]),
         "width": int(depth.shape[1]),
         "intrinsics": intrinsics.describe(),
+        "intrinsics_source": intrinsics.source,
         "depth_min_m": float(finite.min()) if finite.size else float("nan"),
         "depth_max_m": float(finite.max()) if finite.size else float("nan"),
         "outputs": {kind: str(path) for kind, path in written.items()},
     }
+    dropped = getattr(written, "flying_pixels_dropped", None)
+    if dropped is not None:
+        record["flying_pixels_dropped"] = dropped
+    return record
+
+
+def frame_intrinsics(
+    frame: InputFrame,
+    size: tuple[int, int],
+    intrinsics: CameraIntrinsics | None = None,
+    fov: float | None = None,
+    config: Any = None,
+) -> CameraIntrinsics:
+    """`resolve_intrinsics` for one input frame at ``size`` (H, W): ``intrinsics`` given (in pixels of the input
+    images when they carry no size), else ``fov``, the file's EXIF (single-frame files), ``config``'s camera, or
+    NYUv2's."""
+    if intrinsics is not None:
+        if intrinsics.width is not None:
+            return intrinsics.scaled_to(*size)
+        return resolve_intrinsics(size=size, fx=intrinsics.fx, fy=intrinsics.fy, cx=intrinsics.cx, cy=intrinsics.cy)
+    image = frame.path if frame.frame is None and frame.path.is_file() else None
+    return resolve_intrinsics(image, size=size, fov=fov, config=config)
 
 
 def predict_to_files(
@@ -235,26 +304,31 @@ def predict_to_files(
     device: str | torch.device | None = None,
     dtype: str = "fp32",
     tta: TestTimeAugmentation | None = None,
-    intrinsics: Intrinsics | None = None,
-    outputs: Sequence[str] = OUTPUT_KINDS,
+    intrinsics: CameraIntrinsics | None = None,
+    outputs: Sequence[str] = DEFAULT_OUTPUTS,
     cmap: str = "magma_r",
     input_size: tuple[int, int] | None = None,
     progress: bool = True,
     strict: bool = False,
     on_failure: Callable[[PredictionFailure], None] | None = _log_failure,
+    fov: float | None = None,
+    edge_threshold: float = EDGE_THRESHOLD,
 ) -> PredictionRecords:
     """Predict depth for every input frame and write the requested outputs.
 
-    Returns one record per predicted frame (name, source, size, intrinsics used, written paths, depth range);
-    inputs that cannot be read (missing, corrupt, truncated) are skipped and listed in the result's
-    ``failures``, each passed to ``on_failure`` as it occurs (default: a logged warning). With ``strict`` the
-    first unreadable input raises `UnreadableImageError` instead.
+    Intrinsics per frame (`frame_intrinsics`): ``intrinsics`` (pixels of the inputs), else ``fov`` (horizontal
+    degrees), the photo's EXIF focal length, the checkpoint's ``config.camera_intrinsics``, or NYUv2's camera
+    (assumed). Returns one record per predicted frame (name, source, size, intrinsics used and their source,
+    written paths, depth range, flying pixels dropped); inputs that cannot be read (missing, corrupt, truncated)
+    are skipped and listed in the result's ``failures``, each passed to ``on_failure`` as it occurs (default: a
+    logged warning). With ``strict`` the first unreadable input raises `UnreadableImageError` instead.
     """
     from .evaluator import _default_image_processor
 
     frames = collect_inputs(sources)
     image_processor = image_processor or _default_image_processor(model)
     predictor = DepthPredictor(model, device=device, dtype=dtype, tta=tta)
+    config = getattr(model, "config", None)
     records = PredictionRecords()
 
     def skip(frame: InputFrame, error: UnreadableImageError) -> None:
@@ -269,7 +343,7 @@ def predict_to_files(
         desc="predict",
         disable=not progress,
     ):
-        frame_intrinsics = intrinsics or nyu_intrinsics(*depth.shape)
-        written = write_depth_outputs(output_dir, frame.name, depth, image, frame_intrinsics, outputs, cmap)
-        records.append(prediction_record(frame.name, frame.source, depth, frame_intrinsics, written))
+        camera = frame_intrinsics(frame, depth.shape, intrinsics, fov, config)
+        written = write_depth_outputs(output_dir, frame.name, depth, image, camera, outputs, cmap, edge_threshold)
+        records.append(prediction_record(frame.name, frame.source, depth, camera, written))
     return records

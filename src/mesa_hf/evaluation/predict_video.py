@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..camera import CameraIntrinsics, resolve_intrinsics
 from ..data.video_files import (
     VIDEO_FILE_EXTENSIONS,
     VideoFrame,
@@ -78,6 +79,7 @@ class VideoPrediction:
     png_dir: str | None
     first_time_s: float
     last_time_s: float
+    intrinsics: dict[str, Any] | None = None
 
     def describe(self) -> str:
         near, far = self.depth_range_m
@@ -186,6 +188,8 @@ def predict_video_file(
     cmap: str = "magma_r",
     predictor: DepthPredictor | None = None,
     progress: bool = True,
+    intrinsics: CameraIntrinsics | None = None,
+    fov: float | None = None,
 ) -> VideoPrediction:
     """Predict depth for every sampled frame of a video file and write the requested outputs.
 
@@ -202,6 +206,9 @@ def predict_video_file(
         cmap: matplotlib colour map of the depth video (near = bright with ``magma_r``).
         predictor: a ready `DepthPredictor` (reused across videos); overrides device/dtype/tta.
         progress: show a tqdm bar over frames.
+        intrinsics, fov: the camera (pixels of the video's frames before ``max_size``) or its horizontal field of
+            view in degrees; default the checkpoint's camera or NYUv2's (`mesa_hf.camera.resolve_intrinsics`). The
+            npz stores it at the predicted size as ``intrinsics`` (3, 3) and ``intrinsics_source``.
 
     Returns a :class:`VideoPrediction` with the paths and the colour range used.
     """
@@ -219,6 +226,10 @@ def predict_video_file(
     predictor = predictor or DepthPredictor(model, device=device, dtype=dtype, tta=tta)
     output_dir.mkdir(parents=True, exist_ok=True)
     shape = scaled_size(info.height, info.width, max_size)
+    if intrinsics is not None:
+        camera = intrinsics.scaled_to(info.height, info.width).scaled_to(*shape)
+    else:
+        camera = resolve_intrinsics(size=shape, fov=fov, config=getattr(model, "config", None))
     png_dir = output_dir / f"{name}_depth_frames" if "png16" in outputs else None
     if png_dir is not None:
         png_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +273,8 @@ def predict_video_file(
                     "depth_range_m": np.asarray(depth_range_m, dtype=np.float32),
                     "fps": np.float64(fps),
                     "units": np.array("m"),
+                    "intrinsics": camera.matrix(),
+                    "intrinsics_source": np.array(camera.source),
                 },
             )
         if "mp4" in outputs:
@@ -289,6 +302,7 @@ def predict_video_file(
         png_dir=None if png_dir is None else str(png_dir),
         first_time_s=float(timestamps[0]),
         last_time_s=float(timestamps[-1]),
+        intrinsics=camera.to_dict(),
     )
 
 
@@ -380,7 +394,15 @@ def add_video_predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_video_predictions(args: argparse.Namespace, model, processor, videos: Sequence[Path], tta) -> int:
+def run_video_predictions(
+    args: argparse.Namespace,
+    model,
+    processor,
+    videos: Sequence[Path],
+    tta,
+    intrinsics: CameraIntrinsics | None = None,
+    fov: float | None = None,
+) -> int:
     """The video part of ``mesa-hf predict``: predict, print one line per video, write video_predictions.json."""
     results = predict_video_files(
         model,
@@ -400,10 +422,12 @@ def run_video_predictions(args: argparse.Namespace, model, processor, videos: Se
         input_size=tuple(args.input_size) if args.input_size else None,
         cmap=args.cmap,
         progress=not args.no_progress,
+        intrinsics=intrinsics,
+        fov=fov,
     )
     for result in results:
         print(result.describe())
-    print(".npz: depth float16 metres (frames, H, W), timestamps_s, frame_indices, depth_range_m")
+    print(".npz: depth float16 metres (frames, H, W), timestamps_s, frame_indices, depth_range_m, intrinsics")
     path = Path(args.output_dir) / "video_predictions.json"
     path.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     return len(results)
