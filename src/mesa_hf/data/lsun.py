@@ -15,7 +15,7 @@ forked DataLoader worker closes its copies of the parent's handles right after t
 and opens its own.
 
 **Bad entries.** An empty value or bytes Pillow cannot decode completely are skipped, never raised: each is logged
-(logger ``mesa_hf.data``, the first :data:`MAX_LOGGED_BAD_ENTRIES` per process), each range ends with a one-line
+(logger ``mesa_hf.data``, the first `bad_entries.MAX_LOGGED_BAD_ENTRIES` per process), each range ends with a one-line
 summary when it had any, and :class:`BadEntries` counts them (``ds.bad_entries`` on an iterable dataset, for the
 reading done in this process; ``ds.skipped_invalid`` on a map-style one).
 """
@@ -23,18 +23,16 @@ reading done in this process; ``ds.skipped_invalid`` on a map-style one).
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import logging
 import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
+from .bad_entries import BadEntries, check_image_bytes, log_bad_entry
 from .columns import IMAGE_FEATURES
 
 logger = logging.getLogger("mesa_hf.data")
@@ -44,8 +42,6 @@ SHARD_MULTIPLE = 64
 """The default shard count is rounded up to a multiple of this (8 ranks × 8 workers), so that the usual
 ranks × workers products divide it and `split_dataset_by_node` splits by shard."""
 DEFAULT_SHARD_ENTRIES = 10_000
-MAX_LOGGED_BAD_ENTRIES = 20
-_FORMAT_EXTENSIONS = {"WEBP": "webp", "JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
 def _import_lmdb():
@@ -138,58 +134,6 @@ def iter_lmdb_items(path: str | Path, start: bytes | None = None, stop: bytes | 
             if stop is not None and key >= stop:
                 return
             yield key, value
-
-
-# ---------------------------------------------------------------- decoding and bad entries
-
-
-def check_image_bytes(value: bytes | None) -> tuple[str, tuple[int, int]]:
-    """Decode `value` completely with Pillow.
-
-    Returns:
-        (file extension of the sniffed format, e.g. ``"webp"``, (height, width)).
-    Raises:
-        ValueError: empty or undecodable bytes (the message says which).
-    """
-    if not value:
-        raise ValueError("empty value")
-    try:
-        with Image.open(io.BytesIO(value)) as img:
-            img.load()
-            return _FORMAT_EXTENSIONS.get(img.format or "", (img.format or "img").lower()), (img.height, img.width)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"undecodable image ({type(err).__name__}: {err})") from err
-
-
-@dataclass
-class BadEntries:
-    """Entries skipped while reading: ``count`` and, per entry, ``"<source>/<key>: <why>"`` in ``examples`` (the
-    first :data:`MAX_LOGGED_BAD_ENTRIES`). Counts the reading done in this process only (DataLoader workers log
-    theirs)."""
-
-    count: int = 0
-    examples: list[str] = field(default_factory=list)
-
-    def add(self, where: str, reason: str) -> None:
-        self.count += 1
-        if len(self.examples) < MAX_LOGGED_BAD_ENTRIES:
-            self.examples.append(f"{where}: {reason}")
-
-    def __str__(self) -> str:
-        return f"{self.count} bad entries skipped" + (f" (first: {self.examples[0]})" if self.examples else "")
-
-
-_logged_bad_entries = 0
-
-
-def log_bad_entry(report: BadEntries | None, where: str, reason: str) -> None:
-    """Count a skipped entry in `report` and log it (the first :data:`MAX_LOGGED_BAD_ENTRIES` of this process)."""
-    global _logged_bad_entries
-    if report is not None:
-        report.add(where, reason)
-    if _logged_bad_entries < MAX_LOGGED_BAD_ENTRIES:
-        _logged_bad_entries += 1
-        logger.warning("skipping bad entry %s: %s", where, reason)
 
 
 # ---------------------------------------------------------------- key-range shards

@@ -20,9 +20,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .bad_entries import BadEntries, check_image_bytes, log_bad_entry
 from .columns import IMAGE_FEATURES
 from .folder import IMAGE_EXTENSIONS
-from .lsun import BadEntries, check_image_bytes, log_bad_entry
 
 SHARD_FORMATS = ("webdataset", "parquet")
 _SUFFIX = {"webdataset": ".tar", "parquet": ".parquet"}
