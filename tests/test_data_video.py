@@ -34,14 +34,17 @@ def raw_png(path) -> np.ndarray:
 
 
 def warp_errors(ds) -> tuple[float, float]:
-    """Mean Monodepth2 photometric error over valid target pixels: (GT-warped source, unwarped source)."""
+    """Mean Monodepth2 photometric error over target pixels whose 3x3 SSIM window holds only measured,
+    in-view pixels: (GT-warped source, unwarped source). A pixel next to a depth hole is left out, since its
+    window would compare the warped image at an unmeasured point."""
     batch = ds.with_transform(build_transform("geometric", train=False))[: len(ds)]
     target = torch.stack(batch["target_image"])
     source = torch.stack(batch["source_images"])[:, 0]
     depth = torch.stack(batch["labels"])[:, None]
-    warped, valid = warp_frame(source, depth, torch.stack(batch["poses"])[:, 0], torch.stack(batch["intrinsics"]))
-    valid = valid & (depth > 0)
-    assert valid.float().mean() > 0.5
+    poses, intrinsics = torch.stack(batch["poses"])[:, 0], torch.stack(batch["intrinsics"])
+    warped, valid = warp_frame(source, depth.clamp_min(1e-3), poses, intrinsics)
+    valid = -torch.nn.functional.max_pool2d(-(valid & (depth > 0)).float(), 3, stride=1, padding=1) > 0.5
+    assert valid.float().mean() > 0.3
     return photometric_error(warped, target)[valid].mean().item(), photometric_error(source, target)[
         valid
     ].mean().item()
@@ -132,8 +135,8 @@ def test_hololens_and_nyu_raw(tmp_path):
     holo = check_hololens(tmp_path / "hololens", tmp_path, num_rows=7, size=(108, 72), k=frames[0].intrinsics)
     np.testing.assert_array_equal(np.asarray(holo[3]["depth"]), frames[3].depth)
     warped, identity = warp_errors(holo)
-    # 108x72 frames 7 cm apart: disocclusions and sub-pixel texels keep the warped error near half the unwarped one
-    assert warped < 0.6 * identity, (warped, identity)
+    # 108x72 frames 7 cm apart: the ground-truth warp leaves about a tenth of the unwarped error (disocclusions)
+    assert warped < 0.25 * identity, (warped, identity)
     write_nyu_sync_folder(tmp_path / "nyu_raw_sync3", height=48, width=64)
     check_nyu_raw(tmp_path / "nyu_raw_sync3", tmp_path, size=(48, 64), out_size=(24, 32))
 

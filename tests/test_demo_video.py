@@ -64,7 +64,7 @@ def test_video_tab_and_endpoint_are_in_the_page(client):
     import gradio as gr
 
     app, demo = client
-    assert [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)] == ["Image", "3-D", "Video"]
+    assert [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)] == ["Image", "3-D", "Measure", "Video"]
     config = demo.get_config_file()
     assert any(c.get("props", {}).get("elem_id") == "video-input" for c in config["components"])
     assert "/predict_video" in app.view_api(print_info=False, return_format="dict")["named_endpoints"]
