@@ -26,6 +26,7 @@ from mesa_hf.data.specs import parse_dataset_spec
 from mesa_hf.experiments.ablation import DEFAULT_VARIANTS, FULL, QUICK, VARIANTS, AblationSettings, run_ablation
 from mesa_hf.training.cli import (
     build_parser,
+    check_fsdp_flag,
     is_main_process,
     load_eval_dataset,
     load_stage_dataset,
@@ -105,6 +106,7 @@ def parse_args(argv=None):
             parser.error(f"--{name} is set by the ablation (--pretrain_updates, --finetune_updates, --seeds)")
     if run.image_size is not None and len(run.image_size) != 2:
         parser.error(f"--image_size takes HEIGHT WIDTH, got {run.image_size}")
+    check_fsdp_flag(parser, flags)
     flags.output_dir = flags.output_dir or DEFAULT_OUTPUT[script.quick]
     return parser, script, run, folder, flags
 

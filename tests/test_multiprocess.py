@@ -8,75 +8,19 @@ Each run takes tens of seconds on 2 CPU cores, so the runs are module-scoped fix
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
-from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN, FINETUNE = ROOT / "examples" / "pretrain.py", ROOT / "examples" / "finetune.py"
-STAGE_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "stage_results.json")
-# the issue's command (finetune on the synthetic world, test preset, 3 updates) with drop path off
-FINETUNE_ARGS = [
-    "--model_name_or_path", "test", "--per_device_train_batch_size", "2", "--max_train_steps", "3",
-    "--num_synthetic_samples", "16", "--num_eval_samples", "4", "--drop_path_rate", "0",
-]  # fmt: skip
+from .multiprocess_support import FINETUNE, FINETUNE_ARGS, PRETRAIN, kill_after_checkpoint
+from .multiprocess_support import complete_folder as _complete
+from .multiprocess_support import max_weight_difference as _max_difference
+from .multiprocess_support import run_script as _run
+
 MASKED_ARGS = [
     "--objective", "masked", "--preset", "test", "--image_size", "64", "64", "--per_device_train_batch_size", "2",
     "--max_train_steps", "3", "--num_synthetic_samples", "16", "--num_eval_samples", "4", "--drop_path_rate", "0",
 ]  # fmt: skip
-
-
-def _env(cache: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
-    env.update(
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TQDM_DISABLE="1",
-        HF_DATASETS_CACHE=str(cache),
-    )
-    return env
-
-
-def _command(script: Path, args: list[str], processes: int) -> list[str]:
-    if processes == 1:
-        return [sys.executable, str(script), *args]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    return [*launcher, str(script), *args]
-
-
-def _run(script: Path, args: list[str], cache: Path, processes: int = 2, timeout: float = 300):
-    done = subprocess.run(
-        _command(script, args, processes), env=_env(cache), capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, f"{script.name} {' '.join(args)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    return done
-
-
-def _trainable(folder: Path) -> dict:
-    """Weights without BatchNorm running statistics (DDP keeps rank 0's, accumulation sees every micro-batch)."""
-    weights = load_file(folder / "model.safetensors")
-    return {k: v for k, v in weights.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-
-
-def _max_difference(a: Path, b: Path) -> float:
-    wa, wb = _trainable(a), _trainable(b)
-    assert wa.keys() == wb.keys()
-    return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
-
-
-def _complete(folder: Path) -> dict:
-    for name in STAGE_FILES:
-        assert (folder / name).is_file(), folder / name
-    return json.loads((folder / "stage_results.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -150,25 +94,7 @@ def test_sigkill_on_two_processes_resumes_to_the_uninterrupted_weights(tmp_path,
     args = [*FINETUNE_ARGS, "--max_train_steps", "8", "--checkpointing_steps", "2", "--save_total_limit", "5"]
     _run(FINETUNE, [*args, "--output_dir", str(tmp_path / "uninterrupted")], cache)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        _command(FINETUNE, [*args, "--output_dir", str(killed)], 2),
-        env=_env(cache),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoint = killed / "checkpoints" / "step_4"
-    deadline = time.time() + 240
-    while not checkpoint.is_dir() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    # SIGKILL to both workers and the launcher (torchrun's workers do not share its process group)
-    workers = psutil.Process(process.pid).children(recursive=True)
-    assert len(workers) >= 2, "the run finished before it could be killed"
-    for worker in workers:
-        worker.send_signal(signal.SIGKILL)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    psutil.wait_procs(workers, timeout=30)
-    assert process.returncode == -signal.SIGKILL
+    kill_after_checkpoint(FINETUNE, [*args, "--output_dir", str(killed)], cache, killed / "checkpoints" / "step_4")
     assert not (killed / "stage_results.json").exists()
     _run(FINETUNE, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"], cache)
     recorded = _complete(killed)

@@ -8,6 +8,7 @@ from typing import Any
 
 LR_SCHEDULES = ("mim_depth", "cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+FSDP_MODES = ("full_shard", "shard_grad_op")
 
 
 @dataclass
@@ -45,6 +46,10 @@ class MeSaTrainingArguments:
         dataloader_num_workers, dataloader_drop_last: the training DataLoader.
         final_subdir: sub-folder of `output_dir` that receives the final `save_pretrained` ("" = `output_dir`).
         use_cpu: train on the CPU even when an accelerator is present.
+        fsdp: shard the model over the processes with FSDP2 (as transformers' `TrainingArguments.fsdp`):
+            "full_shard" (parameters, gradients and optimizer state; ZeRO-3) or "shard_grad_op" (parameters kept
+            gathered between forward and backward; ZeRO-2); None = replicate (DDP). Needs >= 2 processes; bf16 is
+            autocast, fp16 is refused (`mesa_hf.training.sharding`).
     """
 
     output_dir: str = field(
@@ -100,6 +105,14 @@ class MeSaTrainingArguments:
         metadata={"help": "sub-folder of output_dir that receives the final save_pretrained ('' = output_dir)"},
     )
     use_cpu: bool = field(default=False, metadata={"help": "train on the CPU even when an accelerator is present"})
+    fsdp: str | None = field(
+        default=None,
+        metadata={
+            "help": "shard the model with FSDP2 over >= 2 processes: 'full_shard' (ZeRO-3) or 'shard_grad_op' "
+            "(ZeRO-2); default: replicate (DDP)",
+            "choices": FSDP_MODES,
+        },
+    )
 
     def __post_init__(self):
         if not self.output_dir:
@@ -122,6 +135,10 @@ class MeSaTrainingArguments:
                 f"need 0 <= min_learning_rate <= learning_rate and learning_rate > 0, got {self.min_learning_rate} "
                 f"and {self.learning_rate}"
             )
+        if self.fsdp is not None and self.fsdp not in FSDP_MODES:
+            raise ValueError(f"fsdp must be one of {FSDP_MODES} or None, got {self.fsdp!r}")
+        if self.fsdp is not None and self.mixed_precision == "fp16":
+            raise ValueError("fsdp does not support mixed_precision='fp16' (no sharded grad scaler); use 'bf16'")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,26 @@ def parse_arguments(parser, argv=None) -> tuple[Any, StageRunArguments, FolderOp
         parser.error(f"--image_size takes HEIGHT WIDTH, got {run.image_size}")
     if run.push_to_hub and not run.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/mesa-nyuv2)")
+    check_fsdp_flag(parser, flags)
     return script, run, folder, flags
+
+
+def check_fsdp_flag(parser, flags) -> None:
+    """With ``--fsdp``: exit 2 with one line when sharding could not take effect (a single process, fp16), instead
+    of training replicated. Starts the process group (`loop.process_state`) to count the processes."""
+    mode = getattr(flags, "fsdp", None)
+    if not mode:
+        return
+    from .sharding import check_fsdp_possible
+
+    precision = training_overrides(flags).get("mixed_precision")
+    try:
+        if precision == "fp16":
+            raise ValueError("--fsdp does not support fp16 mixed precision (no sharded grad scaler); use bf16")
+        check_fsdp_possible(mode, process_state(bool(getattr(flags, "use_cpu", False))).num_processes)
+    except (ValueError, RuntimeError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def training_overrides(flags) -> dict[str, Any]:
@@ -277,6 +297,7 @@ __all__ = [
     "StageRunArguments",
     "TrainingFlags",
     "build_parser",
+    "check_fsdp_flag",
     "format_comparison",
     "format_summary",
     "is_main_process",

@@ -7,7 +7,14 @@ The loop follows transformers' ``run_mim_no_trainer.py`` (Accelerator, ``accumul
 On disk (``args.output_dir``)::
 
     checkpoints/step_N/    complete Accelerate state (model, optimizer, scheduler, RNG) + trainer_state.json
-    final/                 unwrap_model(model).save_pretrained(...) (+ the processor, when given)
+                           (with ``fsdp``: RNG and sampler from Accelerate, model + optimizer + scheduler + step
+                           sharded by torch.distributed.checkpoint in ``fsdp_state/``)
+    final/                 unwrap_model(model).save_pretrained(...) (+ the processor, when given; with ``fsdp``
+                           the full state dict gathered to rank 0: unsharded safetensors)
+
+With ``args.fsdp`` the model is sharded by `sharding.apply_fsdp` (FSDP2) instead of ``accelerator.prepare``; the
+DataLoader is still prepared, the optimizer and schedule get Accelerate's wrappers (skipping steps while
+accumulating) without being registered for ``save_state``; everything else is the same loop.
 
 Every folder is written under a temporary name and renamed into place, so a killed run never leaves a
 half-written checkpoint under a real name.
@@ -32,6 +39,7 @@ from torch.utils.data import DataLoader
 from ..hub import replace_directory
 from .arguments import MeSaTrainingArguments
 from .optimization import build_lr_scheduler, build_optimizer, steps_per_epoch
+from .sharding import FSDP_STATE_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +194,11 @@ class _Run:
     resume_path: Path | None = None
 
     @property
+    def sharded(self) -> bool:
+        """True with ``args.fsdp``: the model is FSDP2-sharded, its training state goes through DCP."""
+        return self.args.fsdp is not None
+
+    @property
     def checkpoints_dir(self) -> Path:
         return Path(self.args.output_dir) / CHECKPOINTS_DIR
 
@@ -216,14 +229,34 @@ def _prepare(model, train_dataset, args, data_collator, accelerator) -> _Run:
             f"{args.per_device_train_batch_size} per process for {accelerator.num_processes} processes "
             f"(with dataloader_drop_last={args.dataloader_drop_last})"
         )
-    optimizer = build_optimizer(model, args)
+    if args.fsdp:
+        model = _shard(model, args, accelerator)
+    optimizer = build_optimizer(model, args)  # after sharding: FSDP2 replaces the parameters by DTensors
     # the schedule needs the number of updates, known only after the dataloader is sharded
-    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    if args.fsdp:
+        from accelerate.optimizer import AcceleratedOptimizer
+
+        dataloader = accelerator.prepare(dataloader)
+        # not registered with the accelerator: save_state would write rank 0's shards only (DCP saves it)
+        optimizer = AcceleratedOptimizer(optimizer, device_placement=False)
+    else:
+        model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     per_epoch = steps_per_epoch(len(dataloader), accelerator.gradient_accumulation_steps)
     max_steps = args.max_train_steps or args.num_train_epochs * per_epoch
     # Accelerate's prepared scheduler steps num_processes times per update; build_lr_scheduler lays it out so
     # that update k gets the same learning rate for any number of processes
-    scheduler = accelerator.prepare(build_lr_scheduler(optimizer, args, max_steps, accelerator.num_processes))
+    scheduler = build_lr_scheduler(optimizer, args, max_steps, accelerator.num_processes)
+    if args.fsdp:
+        from accelerate.scheduler import AcceleratedScheduler
+
+        scheduler = AcceleratedScheduler(
+            scheduler,
+            [optimizer],
+            step_with_optimizer=accelerator.step_scheduler_with_optimizer,
+            split_batches=accelerator.split_batches,
+        )
+    else:
+        scheduler = accelerator.prepare(scheduler)
     if args.with_tracking:
         accelerator.init_trackers(args.project_name, _tracker_config(args))
     return _Run(
@@ -239,14 +272,47 @@ def _prepare(model, train_dataset, args, data_collator, accelerator) -> _Run:
     )
 
 
+def _shard(model: torch.nn.Module, args: MeSaTrainingArguments, accelerator) -> torch.nn.Module:
+    """`sharding.apply_fsdp` on the accelerator's device, bf16/fp16 as autocast around the forward (as `prepare`
+    does); raises when FSDP could not take effect (one process, no process group, Accelerate's own FSDP/DeepSpeed)."""
+    from accelerate.utils import DistributedType
+
+    from .sharding import apply_fsdp, autocast_forward, check_fsdp_possible
+
+    check_fsdp_possible(args.fsdp, accelerator.num_processes)
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(
+            f"fsdp={args.fsdp!r}: Accelerate is configured for {accelerator.distributed_type.value} too; use one "
+            "(mesa-hf's --fsdp, or an accelerate config without FSDP/DeepSpeed)"
+        )
+    model = apply_fsdp(model, args.fsdp, device=accelerator.device)
+    autocast_forward(model, accelerator)
+    return model
+
+
 def _resume(run: _Run) -> None:
     """Load the newest (or the named) checkpoint: weights, optimizer, schedule, RNG and the loop counters."""
     run.resume_path = _resolve_resume(run.args)
     if run.resume_path is None:
         return
     run.accelerator.print(f"Resuming from checkpoint {run.resume_path}")
+    has_sharded_state = (run.resume_path / FSDP_STATE_DIR).is_dir()
+    if has_sharded_state != run.sharded:
+        raise ValueError(
+            f"resume_from_checkpoint: {run.resume_path} was written "
+            f"{'with' if has_sharded_state else 'without'} fsdp; resume it "
+            f"{'with --fsdp' if has_sharded_state else 'without --fsdp'} (this run has fsdp={run.args.fsdp!r})"
+        )
     run.accelerator.load_state(str(run.resume_path))
     state = json.loads((run.resume_path / TRAINER_STATE_NAME).read_text())
+    if run.sharded:
+        from .sharding import load_sharded_state
+
+        step = load_sharded_state(run.resume_path, run.model, run.optimizer, run.scheduler)
+        if step != state["global_step"]:
+            raise ValueError(
+                f"{run.resume_path}: {FSDP_STATE_DIR} holds step {step}, {TRAINER_STATE_NAME} {state['global_step']}"
+            )
     run.global_step, run.start_epoch = state["global_step"], state["epoch"]
     run.batches_done_in_epoch = state["batches_done_in_epoch"]
     run.losses, run.eval_history = list(state["losses"]), list(state["eval_history"])
@@ -264,6 +330,10 @@ def _save_checkpoint(run: _Run, epoch: int, batches_done: int) -> None:
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if run.sharded:  # collective: every process has written its shards before rank 0 renames the folder
+        from .sharding import save_sharded_state
+
+        save_sharded_state(tmp, run.model, run.optimizer, run.scheduler, run.global_step)
     if accelerator.is_main_process:
         state = {
             "global_step": run.global_step,
@@ -297,6 +367,8 @@ def _micro_step(run: _Run, batch: dict, epoch: int, accumulated: list[torch.Tens
     """Forward, NaN check (on every process at once), backward, and the optimizer/schedule step on sync."""
     accelerator = run.accelerator
     with accelerator.accumulate(run.model):
+        if run.sharded:  # FSDP2 has no no_sync(): reduce-scatter gradients on the last micro-batch only
+            run.model.set_requires_gradient_sync(accelerator.sync_gradients)
         loss = _loss_of(run.model(**batch))
         finite = torch.isfinite(loss.detach()).all().to(torch.float32)
         if accelerator.num_processes > 1:
@@ -306,7 +378,10 @@ def _micro_step(run: _Run, batch: dict, epoch: int, accumulated: list[torch.Tens
         accumulated.append(loss.detach().float())
         accelerator.backward(loss)
         if accelerator.sync_gradients and run.args.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(run.model.parameters(), run.args.max_grad_norm)
+            if run.sharded:  # the global norm over DTensor gradient shards
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.args.max_grad_norm)
+            else:
+                accelerator.clip_grad_norm_(run.model.parameters(), run.args.max_grad_norm)
         run.optimizer.step()
         run.scheduler.step()
         run.optimizer.zero_grad()
@@ -382,7 +457,12 @@ def _finish(run: _Run, processor) -> Path:
     tmp = output_dir / f"{_TMP_PREFIX}final"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-    state_dict = accelerator.get_state_dict(run.model)
+    if run.sharded:  # gathered to rank 0 (every process takes part): full, unsharded safetensors
+        from .sharding import full_state_dict
+
+        state_dict = full_state_dict(run.model)
+    else:
+        state_dict = accelerator.get_state_dict(run.model)
     if accelerator.is_main_process:
         unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
         if processor is not None:
