@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,13 @@ def runs(tmp_path_factory, cache):
         if key not in done:
             extra = [] if name == "ddp" else ["--fsdp", name, "--checkpointing_steps", "3"]
             extra += ACCUMULATION if accumulation else []
-            run_script(FINETUNE, [*FINETUNE_ARGS, *extra, "--output_dir", str(root / key)], cache)
+            get.stderr[key] = run_script(
+                FINETUNE, [*FINETUNE_ARGS, *extra, "--output_dir", str(root / key)], cache
+            ).stderr
             done[key] = root / key
         return done[key]
 
+    get.stderr = {}
     return get
 
 
@@ -69,6 +73,12 @@ def test_fsdp_trains_the_weights_of_ddp(runs, mode, accumulation):
     what = ", accumulation 2, max_grad_norm 0.1" if accumulation else ""
     print(f"finetune, 3 updates, 2 processes{what}: max |w(--fsdp {mode}) - w(DDP)| = {difference:.2e}")
     assert difference < 1e-5
+    # the run was sharded (rank 0 logs its share), not replicated
+    logged = re.search(
+        rf"fsdp {mode}: 5 Swinv2Layer blocks .* process 0 holds \d+ of \d+ parameter elements \(([\d.]+)%\)",
+        runs.stderr[f"{mode}-accumulation" if accumulation else mode],
+    )
+    assert logged and 40 <= float(logged.group(1)) <= 60
     recorded = complete_folder(runs(mode, accumulation))
     assert recorded["global_step"] == 3 and recorded["resolved_recipe"]["num_processes"] == 2
     # sharded: one DCP file per rank, no Accelerate model/optimizer files

@@ -277,7 +277,7 @@ def _shard(model: torch.nn.Module, args: MeSaTrainingArguments, accelerator) -> 
     does); raises when FSDP could not take effect (one process, no process group, Accelerate's own FSDP/DeepSpeed)."""
     from accelerate.utils import DistributedType
 
-    from .sharding import apply_fsdp, autocast_forward, check_fsdp_possible
+    from .sharding import apply_fsdp, autocast_forward, check_fsdp_possible, local_parameter_count, sharded_blocks
 
     check_fsdp_possible(args.fsdp, accelerator.num_processes)
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
@@ -287,6 +287,13 @@ def _shard(model: torch.nn.Module, args: MeSaTrainingArguments, accelerator) -> 
         )
     model = apply_fsdp(model, args.fsdp, device=accelerator.device)
     autocast_forward(model, accelerator)
+    local, total = local_parameter_count(model)
+    logger.info(
+        "fsdp %s: %d Swinv2Layer blocks + the whole model sharded over %d processes; process %d holds %d of %d "
+        "parameter elements (%.1f%%)",
+        args.fsdp, len(sharded_blocks(model)), accelerator.num_processes, accelerator.process_index, local, total,
+        100 * local / total,
+    )  # fmt: skip
     return model
 
 
