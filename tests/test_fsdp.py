@@ -27,6 +27,7 @@ from .multiprocess_support import (
     BATCHNORM_STATISTICS,
     FINETUNE,
     FINETUNE_ARGS,
+    PRETRAIN,
     ROOT,
     complete_folder,
     kill_after_checkpoint,
@@ -142,6 +143,22 @@ def test_sigkill_under_fsdp_resumes_to_the_uninterrupted_weights(tmp_path, cache
     difference = max_weight_difference(killed, tmp_path / "uninterrupted")
     print(f"--fsdp full_shard, SIGKILL after step_{resumed_step}, resumed: max |w - w_uninterrupted| = {difference}")
     assert difference == 0.0
+
+
+def test_every_pretraining_stage_trains_under_fsdp(tmp_path, cache):
+    """masked (mask token), geometric (pose network), supervised (frozen modules), with accumulation and clipping."""
+    args = [
+        "--objective", "all", "--preset", "test", "--image_size", "64", "64", "--num_synthetic_samples", "8",
+        "--num_eval_samples", "2", "--per_device_train_batch_size", "2", "--max_train_steps", "2",
+        "--gradient_accumulation_steps", "2", "--max_grad_norm", "0.5", "--fsdp", "shard_grad_op",
+        "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    done = run_script(PRETRAIN, args, cache)
+    assert done.stderr.count("fsdp shard_grad_op: 5 Swinv2Layer blocks") == 3
+    for stage in ("masked", "geometric", "supervised"):
+        recorded = complete_folder(tmp_path / stage)
+        assert recorded["stage"] == stage and recorded["global_step"] == 2
+        assert all(math.isfinite(loss) for loss in recorded["loss_history"])
 
 
 def test_fsdp_on_one_process_stops_with_one_line(tmp_path, cache):
