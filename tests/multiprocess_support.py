@@ -1,11 +1,14 @@
-"""Launching the example scripts on several CPU processes (``torchrun --standalone``, gloo) and comparing the weights
-they write; shared by tests/test_multiprocess.py and tests/test_fsdp.py."""
+"""Launching the example scripts on several CPU processes (``torchrun --standalone``, gloo, or two torchrun agents as
+two simulated machines on localhost) and comparing the weights they write; shared by tests/test_multiprocess.py,
+tests/test_fsdp.py and tests/test_push_to_hub.py. ``HOOKS`` (tests/subprocess_hooks) on PYTHONPATH gives every
+launched process a `sitecustomize` that records file writes or redirects the Hub when the environment asks."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ import psutil
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
+HOOKS = Path(__file__).resolve().parent / "subprocess_hooks"
 PRETRAIN, FINETUNE = ROOT / "examples" / "pretrain.py", ROOT / "examples" / "finetune.py"
 STAGE_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "stage_results.json")
 # the issue's command (finetune on the synthetic world, test preset, 3 updates) with drop path off
@@ -25,9 +29,10 @@ FINETUNE_ARGS = [
 BATCHNORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def run_env(cache: Path) -> dict[str, str]:
+def run_env(cache: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The launched scripts' environment: this checkout's src and the test hooks first, offline, 1 thread."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(HOOKS), env.get("PYTHONPATH", "")])
     env.update(
         OMP_NUM_THREADS="1",
         HF_HUB_OFFLINE="1",
@@ -35,6 +40,7 @@ def run_env(cache: Path) -> dict[str, str]:
         TQDM_DISABLE="1",
         HF_DATASETS_CACHE=str(cache),
     )
+    env.update(extra or {})
     return env
 
 
@@ -46,14 +52,60 @@ def launch_command(script: Path, args: list[str], processes: int) -> list[str]:
     return [*launcher, str(script), *args]
 
 
-def run_script(script: Path, args: list[str], cache: Path, processes: int = 2, timeout: float = 300, check=True):
-    """Run `script` to the end; with `check`, assert exit code 0 (showing the output tails otherwise)."""
+def run_script(
+    script: Path, args: list[str], cache: Path, processes: int = 2, timeout: float = 300, check=True, env=None
+):
+    """Run `script` to the end (`env`: extra environment variables); with `check`, assert exit code 0 (showing the
+    output tails otherwise)."""
     done = subprocess.run(
-        launch_command(script, args, processes), env=run_env(cache), capture_output=True, text=True, timeout=timeout
+        launch_command(script, args, processes),
+        env=run_env(cache, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check:
         assert done.returncode == 0, f"{script.name} {' '.join(args)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return done
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS's pick), for one rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def node_command(script: Path, args: list[str], node_rank: int, port: int, nodes: int = 2) -> list[str]:
+    """One torchrun agent of a `nodes`-machine job on localhost (static rendezvous, 1 process per machine)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc_per_node", "1"]
+    rendezvous = ["--node_rank", str(node_rank), "--master_addr", "127.0.0.1", "--master_port", str(port)]
+    return [*launcher, *rendezvous, str(script), *args]
+
+
+def run_nodes(script: Path, args: list[str], cache: Path, nodes: int = 2, timeout: float = 300, env=None):
+    """Run `script` as `nodes` torchrun agents at once (simulated machines sharing this filesystem); assert every
+    agent exits 0; their (stdout, stderr) by node rank."""
+    port, logs = free_port(), Path(cache) / f"nodes-{os.getpid()}-{time.time_ns()}"
+    logs.mkdir(parents=True)
+    agents = []
+    for rank in range(nodes):
+        out, err = (open(logs / f"node{rank}.{kind}", "w") for kind in ("out", "err"))  # noqa: SIM115
+        command = node_command(script, args, rank, port, nodes)
+        agents.append((subprocess.Popen(command, env=run_env(cache, env), stdout=out, stderr=err), out, err))
+    try:
+        codes = [agent.wait(timeout=timeout) for agent, _, _ in agents]
+    finally:
+        for agent, out, err in agents:
+            if agent.poll() is None:  # timed out: its workers are not in its process group
+                for worker in psutil.Process(agent.pid).children(recursive=True):
+                    worker.kill()
+                agent.kill()
+            out.close(), err.close()
+    outputs = [((logs / f"node{r}.out").read_text(), (logs / f"node{r}.err").read_text()) for r in range(nodes)]
+    for rank, (code, (stdout, stderr)) in enumerate(zip(codes, outputs, strict=True)):
+        assert code == 0, f"node {rank}: {script.name} {' '.join(args)}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    return outputs
 
 
 def trainable_weights(folder: Path) -> dict:

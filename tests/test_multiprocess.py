@@ -1,6 +1,8 @@
 """Training on several processes: 2 CPU processes over gloo (``torchrun --standalone --nproc_per_node 2``) run the
 scripts as a user would, finish every stage, train the same weights as their single-process twin with gradient
-accumulation, and resume after SIGKILL to the uninterrupted weights.
+accumulation, and resume after SIGKILL to the uninterrupted weights. Two torchrun agents on localhost (``--nnodes 2
+--nproc_per_node 1``, static rendezvous) stand in for two machines: the same weights as the standalone run, and only
+the global main process writes (an audit hook in every process records its writes, tests/subprocess_hooks).
 
 Each run takes tens of seconds on 2 CPU cores, so the runs are module-scoped fixtures shared by the assertions.
 """
@@ -11,8 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from .multiprocess_support import FINETUNE, FINETUNE_ARGS, PRETRAIN, kill_after_checkpoint
+from .multiprocess_support import FINETUNE, FINETUNE_ARGS, PRETRAIN, STAGE_FILES, kill_after_checkpoint, run_nodes
 from .multiprocess_support import complete_folder as _complete
 from .multiprocess_support import max_weight_difference as _max_difference
 from .multiprocess_support import run_script as _run
@@ -58,6 +62,28 @@ def test_two_processes_train_the_weights_of_one_process_with_accumulation(finetu
     # the held-out evaluation, sharded over 2 processes and gathered, equals the single-process one
     for key in ("abs_rel", "rmse", "d1"):
         assert two["eval_before"][key] == pytest.approx(one["eval_before"][key], abs=1e-6)
+
+
+def test_two_machines_train_the_standalone_weights_and_only_the_global_main_process_writes(finetune_twins, cache):
+    """The issue's command as 2 torchrun agents (node ranks 0 and 1, 1 process each) sharing this filesystem: each
+    simulated machine's process is its local main process, so a local-main write would show up twice."""
+    root, _ = finetune_twins
+    output, writes = root / "two-machines", root / "two-machines-writes"
+    hooks = {"MESA_TEST_WRITE_LOG": str(writes), "MESA_TEST_WRITE_ROOT": str(output)}
+    (out0, _), (out1, err1) = run_nodes(FINETUNE, [*FINETUNE_ARGS, "--output_dir", str(output)], cache, env=hooks)
+    recorded = _complete(output)
+    assert (recorded["global_step"], recorded["resolved_recipe"]["num_processes"]) == (3, 2)
+    standalone, machines = load_file(root / "two" / "model.safetensors"), load_file(output / "model.safetensors")
+    assert standalone.keys() == machines.keys()
+    assert all(torch.equal(standalone[k], machines[k]) for k in standalone)  # bit for bit, BatchNorm statistics too
+    assert out0.count("fine-tuned checkpoint:") == 1 and "fine-tuned checkpoint:" not in out1
+    assert "INFO" not in err1  # mesa-hf logs on the global main process only
+    logs = {p.name: p.read_text().splitlines() for p in writes.glob("writes-node*-rank*.txt")}
+    assert {"writes-node0-rank0.txt", "writes-node1-rank1.txt"} <= logs.keys()
+    assert [name for name, lines in logs.items() if lines] == ["writes-node0-rank0.txt"]  # node 1 wrote nothing
+    written = [line.split()[-1] for line in logs["writes-node0-rank0.txt"]]
+    for name in STAGE_FILES:
+        assert str(output / name) in written, name
 
 
 def test_masked_stage_on_two_processes_equals_accumulation(tmp_path_factory, cache):

@@ -1,56 +1,32 @@
 """`--push_to_hub` offline: HfApi.create_repo / upload_folder redirected to a temporary "remote" folder; the pushed
-folder then loads with from_pretrained and with pipeline("depth-estimation")."""
+folder then loads with from_pretrained and with pipeline("depth-estimation"). On 2 torchrun processes the Hub is
+redirected in every process (tests/subprocess_hooks/sitecustomize.py): rank 0 uploads once, rank 1 waits for it."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import HfApi
 from PIL import Image
 
 from mesa_hf import MeSaConfig, MeSaForDepthEstimation, MeSaImageProcessor
 from mesa_hf.hub import build_model_card, push_to_hub
 
+from .multiprocess_support import FINETUNE, FINETUNE_ARGS, run_script
+from .subprocess_hooks.mesa_test_local_hub import LocalHub
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-class LocalHub:
-    """Stand-in for the Hub's repository and commit API: each repo is a folder under `root`."""
-
-    def __init__(self, root: Path):
-        self.root, self.created, self.commits = root, [], []
-
-    def create_repo(self, api, repo_id, repo_type=None, private=None, exist_ok=False, **kwargs):
-        folder = self.root / repo_id
-        if folder.exists() and not exist_ok:
-            raise FileExistsError(repo_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.created.append({"repo_id": repo_id, "repo_type": repo_type, "private": private})
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, api, repo_id, folder_path, repo_type=None, commit_message=None, revision=None, **kwargs):
-        target = self.root / repo_id
-        if not target.is_dir():
-            raise FileNotFoundError(f"repository {repo_id} was not created before the upload")
-        shutil.copytree(folder_path, target, dirs_exist_ok=True)
-        self.commits.append(
-            {"repo_id": repo_id, "message": commit_message, "files": sorted(p.name for p in target.iterdir())}
-        )
-        return f"https://huggingface.co/{repo_id}/commit/{len(self.commits)}"
 
 
 @pytest.fixture
 def local_hub(tmp_path, monkeypatch) -> LocalHub:
     hub = LocalHub(tmp_path / "remote")
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: hub.create_repo(self, *a, **k))
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, *a, **k: hub.upload_folder(self, *a, **k))
+    hub.install(monkeypatch.setattr)
     return hub
 
 
@@ -117,3 +93,20 @@ def test_push_needs_a_repository_name(tmp_path, capsys):
         finetune.main(["--model_name_or_path", "test", "--output_dir", str(tmp_path), "--push_to_hub"])
     assert "--push_to_hub needs --hub_model_id" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # stopped before anything was trained or written
+
+
+def test_two_processes_push_once_from_the_main_process_and_the_other_waits(tmp_path):
+    hub = tmp_path / "hub"
+    args = [*FINETUNE_ARGS, "--output_dir", str(tmp_path / "ft"), "--push_to_hub", "--hub_model_id", "someone/mesa-2p"]
+    done = run_script(FINETUNE, args, tmp_path / "cache", processes=2, env={"MESA_TEST_LOCAL_HUB": str(hub)})
+    uploads = sorted(p.name for p in (hub / "uploads").iterdir())
+    assert len(uploads) == 1 and uploads[0].startswith("upload-rank0-")  # one upload, from the main process
+    assert done.stdout.count("pushed: https://huggingface.co/someone/mesa-2p/commit/1") == 1
+    # every worker ran the hooks; rank 1 left only after the upload (it waited at the barrier). Without the barrier
+    # (measured) rank 1 leaves no exit-rank1 at all: this line fails either way.
+    assert (hub / "exit-rank1").is_file(), "rank 1 did not exit normally after the push"
+    assert (hub / "exit-rank0").read_text() == (hub / "exit-rank1").read_text() == uploads[0]
+    remote = hub / "remote" / "someone/mesa-2p"
+    results = json.loads((remote / "stage_results.json").read_text())
+    assert results["global_step"] == 3 and results["resolved_recipe"]["num_processes"] == 2
+    assert MeSaForDepthEstimation.from_pretrained(remote).config.model_type == "mesa"
