@@ -10,13 +10,23 @@ the unwarped source). The world check prints the contrast table of the demo reci
 (`mesa_hf.data.world_checks`: the per-pixel minimum photometric error at the true depth, x 1.3, a flat plane at the
 median depth and the unwarped source) for the original world (one point sample per pixel, frames 0, -1, +1) beside
 the band-limited one with the demo recipe's frame offsets, with the camera flows of each.
+
+The data-throughput section (``--only throughput`` runs it alone) times each stage's real per-sample work on files
+it writes first (rendered synthetic frames): decode (Pillow, as the loaders) + the stage's training transform, for
+JPEG and WebP images through the masked transform, an RGB JPEG + 16-bit PNG depth through the supervised transform
+and 3-frame JPEG clips through the geometric transform, in samples/s per worker core (CPU time of this process). It
+then divides published (or derived) per-GPU training throughputs by those rates: the DataLoader workers (one core
+each) one GPU needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import math
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mesa_hf.data.decoders import decode_depth, read_image_file
 from mesa_hf.data.synthetic import (
@@ -111,6 +122,95 @@ def bench_transforms(samples: int) -> None:
     print(f"masked transform (SimMIM crop 192 + mask):            {r:7.1f} samples/s  ({r / base:.2f}x eval)")
 
 
+# per-GPU training throughputs, images (samples) per second; from /work/shared/notes/scale.md section 3
+GPU_THROUGHPUTS = (
+    ("Swin-B 224, V100 (derived: 16 V100, ~12 min/epoch IN-1K)", 111.0),
+    ("MAE ViT-L/16, V100 (derived: 64 V100, ~42 h / 800 epochs)", 106.0),
+    ("swinv2_base_window8_256, RTX 3090 AMP (timm, published)", 150.0),
+    ("SwinV2-B/192 compiled, RTX 4090 (inferred, not published)", 700.0),
+)
+
+
+def write_files(folder: Path, count: int) -> dict[str, list]:
+    """Rendered 480x640 synthetic frames written as the stages' files: LSUN-sized (256x341) JPEG q75 and WebP q80,
+    480x640 JPEG q90 with 16-bit millimetre PNG depth, and 3-frame JPEG clips; file paths per kind."""
+    files: dict[str, list] = {"jpeg256": [], "webp256": [], "jpeg480": [], "rgbd": [], "clip": []}
+    for i in range(count):
+        image, depth, _, _, _ = synthetic_view(1, i, 480, 640)
+        small = Image.fromarray(image).resize((341, 256), Image.BICUBIC)
+        for kind, ext, options in (("jpeg256", "jpg", {"quality": 75}), ("webp256", "webp", {"quality": 80})):
+            small.save(folder / f"{kind}_{i}.{ext}", **options)
+            files[kind].append(folder / f"{kind}_{i}.{ext}")
+        Image.fromarray(image).save(folder / f"rgb_{i}.jpg", quality=90)
+        millimetres = np.clip(np.round(depth * 1000), 0, 65535).astype(np.uint16)
+        Image.fromarray(millimetres).save(folder / f"depth_{i}.png")
+        files["jpeg480"].append(folder / f"rgb_{i}.jpg")
+        files["rgbd"].append((folder / f"rgb_{i}.jpg", folder / f"depth_{i}.png"))
+        clip = synthetic_clip(1, i, 480, 640, frame_offsets=(-1, 1))
+        frames = []
+        for f, frame in enumerate(clip["images"]):
+            Image.fromarray(np.asarray(frame)).save(folder / f"clip_{i}_{f}.jpg", quality=90)
+            frames.append(folder / f"clip_{i}_{f}.jpg")
+        files["clip"].append((frames, clip["intrinsics"], clip["poses"]))
+    return files
+
+
+def decode_rgb(path: Path) -> Image.Image:
+    """What a loader does per image: the file's bytes, decoded by Pillow to RGB."""
+    with Image.open(io.BytesIO(path.read_bytes())) as image:
+        return image.convert("RGB")
+
+
+def workers_needed(per_gpu: float, per_core: float) -> int:
+    """DataLoader workers (one core each) that keep a GPU training `per_gpu` samples/s fed."""
+    return math.ceil(per_gpu / per_core)
+
+
+def bench_throughput(samples: int, count: int = 8) -> list[tuple[str, str, float, float]]:
+    """Decode + augmentation samples/s per core for each stage, and the workers per GPU that the published
+    throughputs need; the (stage, files, samples/s per CPU-second, wall-clock samples/s) rows."""
+    masked = build_transform("masked", seed=0)
+    supervised = build_transform("supervised", crop_size=(480, 480), seed=0)
+    geometric = build_transform("geometric", size=(192, 256), seed=0)
+    counter = iter(range(10**9))
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_files(Path(tmp), count)
+
+        def pick(kind):
+            return files[kind][next(counter) % count]
+
+        def rgbd():
+            image, depth = pick("rgbd")
+            return supervised.sample(decode_rgb(image), decode_depth(depth, "png", depth_scale=0.001))
+
+        def clip():
+            frames, k, poses = pick("clip")
+            decoded = [decode_rgb(f) for f in frames]
+            return geometric.sample(decoded[0], decoded[1:], k, poses)
+
+        cases = (
+            ("masked", "JPEG q75 256x341 (LSUN size)", lambda: masked.sample(decode_rgb(pick("jpeg256")))),
+            ("masked", "WebP q80 256x341 (LSUN's format)", lambda: masked.sample(decode_rgb(pick("webp256")))),
+            ("masked", "JPEG q90 480x640", lambda: masked.sample(decode_rgb(pick("jpeg480")))),
+            ("supervised", "JPEG 480x640 + 16-bit PNG depth", rgbd),
+            ("geometric", "3-frame JPEG 480x640 clip", clip),
+        )
+        rates = [(stage, data, rate(fn, samples), rate.wall) for stage, data, fn in cases]
+    print(f"data throughput: decode + training transform, {samples} samples each, 1 core (CPU time; wall beside)")
+    print("| stage transform | files per sample | samples/s per core | wall-clock |")
+    print("|---|---|---|---|")
+    for stage, data, cpu, wall in rates:
+        print(f"| {stage} | {data} | {cpu:.1f} | {wall:.1f} |")
+    print("DataLoader workers (1 core each) one GPU needs = its training samples/s / samples/s per core, rounded up")
+    columns = " | ".join(f"{stage}, {data.split(' (')[0]}" for stage, data, _, _ in rates)
+    print(f"| GPU training throughput (img/s) | {columns} |")
+    print("|---" * (len(rates) + 1) + "|")
+    for name, per_gpu in GPU_THROUGHPUTS:
+        workers = " | ".join(str(workers_needed(per_gpu, cpu)) for _, _, cpu, _ in rates)
+        print(f"| {name}: {per_gpu:.0f} | {workers} |")
+    return rates
+
+
 def world_check(clips: int) -> None:
     """The contrast table and camera flows of the demo recipe's geometric clips, original world vs new."""
     from mesa_hf.data.world_checks import ClipBatch, camera_flows, contrast_table
@@ -169,14 +269,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--no-warp", action="store_true")
     parser.add_argument("--clips", type=int, default=8, help="clips of the world check")
+    parser.add_argument("--throughput-samples", type=int, default=40, help="samples per case of the throughput table")
+    parser.add_argument("--only", choices=["throughput"], help="run only this section")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, 1 thread used")
-    bench_renderer(args.frames)
-    bench_transforms(args.samples)
-    world_check(args.clips)
-    if not args.no_warp:
-        warp_check()
+    if args.only is None:
+        bench_renderer(args.frames)
+        bench_transforms(args.samples)
+        world_check(args.clips)
+        if not args.no_warp:
+            warp_check()
+    bench_throughput(args.throughput_samples)
 
 
 if __name__ == "__main__":
