@@ -55,6 +55,7 @@ def _local_hub(folder: str) -> None:
 
         def record_exit() -> None:  # registered first, so it runs after the script's own exit handlers
             seen = sorted(p.name for p in (folder / "uploads").glob("upload-*"))
+            folder.mkdir(parents=True, exist_ok=True)  # the main process may not have made it yet
             (folder / f"exit-rank{rank}").write_text("\n".join(seen))
 
         atexit.register(record_exit)
