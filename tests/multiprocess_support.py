@@ -76,22 +76,36 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def node_command(script: Path, args: list[str], node_rank: int, port: int, nodes: int = 2) -> list[str]:
-    """One torchrun agent of a `nodes`-machine job on localhost (static rendezvous, 1 process per machine)."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc_per_node", "1"]
-    rendezvous = ["--node_rank", str(node_rank), "--master_addr", "127.0.0.1", "--master_port", str(port)]
-    return [*launcher, *rendezvous, str(script), *args]
+def node_command(
+    script: Path, args: list[str], node_rank: int, port: int, nodes: int = 2, launcher: str = "torchrun"
+) -> list[str]:
+    """One machine's launcher of a `nodes`-machine job on localhost, 1 process per machine: a torchrun agent (static
+    rendezvous) or ``accelerate launch --multi_gpu --num_machines`` (which wraps torchrun; ``--cpu`` would start
+    one plain, undistributed process)."""
+    if launcher == "torchrun":
+        start = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc_per_node", "1"]
+        rendezvous = ["--node_rank", str(node_rank), "--master_addr", "127.0.0.1", "--master_port", str(port)]
+    elif launcher == "accelerate":
+        start = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", str(nodes)]
+        start += ["--num_processes", str(nodes), "--mixed_precision", "no", "--dynamo_backend", "no"]
+        rendezvous = ["--machine_rank", str(node_rank), "--main_process_ip", "127.0.0.1"]
+        rendezvous += ["--main_process_port", str(port)]
+    else:
+        raise ValueError(f"launcher {launcher!r}: expected 'torchrun' or 'accelerate'")
+    return [*start, *rendezvous, str(script), *args]
 
 
-def run_nodes(script: Path, args: list[str], cache: Path, nodes: int = 2, timeout: float = 300, env=None):
-    """Run `script` as `nodes` torchrun agents at once (simulated machines sharing this filesystem); assert every
-    agent exits 0; their (stdout, stderr) by node rank."""
+def run_nodes(
+    script: Path, args: list[str], cache: Path, nodes: int = 2, timeout: float = 300, env=None, launcher="torchrun"
+):
+    """Run `script` as `nodes` launchers at once (simulated machines sharing this filesystem; `launcher` as in
+    `node_command`); assert every one exits 0; their (stdout, stderr) by node rank."""
     port, logs = free_port(), Path(cache) / f"nodes-{os.getpid()}-{time.time_ns()}"
     logs.mkdir(parents=True)
     agents = []
     for rank in range(nodes):
         out, err = (open(logs / f"node{rank}.{kind}", "w") for kind in ("out", "err"))  # noqa: SIM115
-        command = node_command(script, args, rank, port, nodes)
+        command = node_command(script, args, rank, port, nodes, launcher)
         agents.append((subprocess.Popen(command, env=run_env(cache, env), stdout=out, stderr=err), out, err))
     try:
         codes = [agent.wait(timeout=timeout) for agent, _, _ in agents]

@@ -86,6 +86,22 @@ def test_two_machines_train_the_standalone_weights_and_only_the_global_main_proc
         assert str(output / name) in written, name
 
 
+def test_two_machines_under_accelerate_launch_train_the_standalone_weights(finetune_twins, cache, tmp_path):
+    """``accelerate launch --multi_gpu --num_machines 2 --machine_rank 0|1 --num_processes 2`` on this CPU host."""
+    root, _ = finetune_twins
+    args = [*FINETUNE_ARGS, "--output_dir", str(tmp_path / "out")]
+    (out0, _), (out1, _) = run_nodes(
+        FINETUNE, args, cache, env={"HF_HOME": str(tmp_path / "hf")}, launcher="accelerate"
+    )
+    assert _complete(tmp_path / "out")["resolved_recipe"]["num_processes"] == 2
+    standalone, machines = (
+        load_file(root / "two" / "model.safetensors"),
+        load_file(tmp_path / "out" / "model.safetensors"),
+    )
+    assert all(torch.equal(standalone[k], machines[k]) for k in standalone) and standalone.keys() == machines.keys()
+    assert out0.count("fine-tuned checkpoint:") == 1 and "fine-tuned checkpoint:" not in out1
+
+
 def test_masked_stage_on_two_processes_equals_accumulation(tmp_path_factory, cache):
     root = tmp_path_factory.mktemp("masked")
     _run(PRETRAIN, [*MASKED_ARGS, "--output_dir", str(root / "two")], cache)
