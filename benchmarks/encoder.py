@@ -328,9 +328,9 @@ def compile_section(args, device: torch.device, dtype: torch.dtype) -> None:
                     with torch.no_grad():
                         return model(pixels).feature_maps, None
                 module.zero_grad(set_to_none=True)
-                maps = model(pixels).feature_maps
-                encoder_loss(maps).backward()
-                return maps, [p.grad.clone() for p in module.parameters() if p.grad is not None]
+                outputs = model(pixels)
+                encoder_loss(outputs).backward()
+                return outputs.feature_maps, [p.grad.clone() for p in module.parameters() if p.grad is not None]
 
             seconds, first_call, diffs, grad_diffs = {}, {}, {}, {}
             for name, module in (("stock", stock), ("sdpa", fused)):

@@ -103,3 +103,16 @@ def test_compile_arguments_are_checked(tmp_path):
         MeSaTrainingArguments(output_dir=str(tmp_path), torch_compile=True, torch_compile_mode="fast")
     with pytest.raises(ValueError, match="need torch_compile=True"):
         MeSaTrainingArguments(output_dir=str(tmp_path), torch_compile_backend="aot_eager")
+
+
+def test_torch_compile_flags_reach_the_training_arguments():
+    """The scripts' `--torch_compile` flags (generated from MeSaTrainingArguments) become training overrides."""
+    from mesa_hf.training.cli import build_parser, parse_arguments, training_overrides
+
+    from .test_training_cli import _Script
+
+    argv = ["--output_dir", "out", "--torch_compile", "--torch_compile_backend", "aot_eager"]
+    _, _, _, flags = parse_arguments(build_parser(_Script), argv)
+    assert training_overrides(flags) == {"torch_compile": True, "torch_compile_backend": "aot_eager"}
+    _, _, _, flags = parse_arguments(build_parser(_Script), ["--output_dir", "out"])
+    assert "torch_compile" not in training_overrides(flags)  # off unless asked: the recipe's value stays
