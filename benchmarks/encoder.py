@@ -20,6 +20,7 @@ On a CUDA GPU (`--device cuda`, the default when one is available) the same benc
     PYTHONPATH=src python benchmarks/encoder.py                # ~5 min on 2 CPU cores
     PYTHONPATH=src python benchmarks/encoder.py --quick        # batch 1 only, fewer repeats
     PYTHONPATH=src python benchmarks/encoder.py --large        # adds batch 8 forward+backward at 480x640
+    PYTHONPATH=src python benchmarks/encoder.py --compile --settings "96x160 w6"   # eager vs torch.compile rows
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
 SETTINGS = {
     "480x640 w30": ((480, 640), {"image_size": 480, "window_size": 30, "pretrained_window_sizes": [12, 12, 12, 6]}),
     "192x192 w12": ((192, 192), {"image_size": 192, "window_size": 12, "pretrained_window_sizes": [0, 0, 0, 0]}),
+    "96x160 w6": ((96, 160), {"image_size": 96, "window_size": 6, "pretrained_window_sizes": [0, 0, 0, 0]}),
 }
+DEFAULT_SETTINGS = ("480x640 w30", "192x192 w12")
 
 
 @dataclass
@@ -298,6 +301,74 @@ def padded_query_section(args, device: torch.device, dtype: torch.dtype) -> None
         )
 
 
+def compile_section(args, device: torch.device, dtype: torch.dtype) -> None:
+    """Eager vs torch.compile, stock vs fused attention: one row per (setting, pass, batch 1), medians of the calls.
+
+    The first compiled call (tracing and code generation) is reported apart; the compiled models are checked against
+    their eager selves (max abs output difference, and the gradients' largest relative difference for fwd+bwd).
+    """
+    print(f"\n## torch.compile (backend {args.compile_backend}), batch {args.compile_batch} ({dtype}, {device})\n")
+    print(
+        "| setting | pass | stock eager s | stock compiled s | sdpa eager s | sdpa compiled s | compiled vs eager "
+        "(stock / sdpa) | sdpa compiled vs stock eager | first compiled call s (stock / sdpa) | max abs diff "
+        "(stock / sdpa) | grad rel diff (stock / sdpa) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for setting_name in args.settings.split(","):
+        (height, width), setting = SETTINGS[setting_name]
+        for train in [p == "fwd+bwd" for p in args.passes.split(",")]:
+            torch.manual_seed(0)
+            stock = Swinv2Backbone(swin_config(setting)).to(device=device, dtype=dtype).train(train)
+            fused = copy.deepcopy(stock)
+            set_window_attention(fused, "sdpa")
+            pixels = torch.randn(args.compile_batch, 3, height, width, device=device, dtype=dtype)
+
+            def run(model, module, train=train, pixels=pixels):
+                if not train:
+                    with torch.no_grad():
+                        return model(pixels).feature_maps, None
+                module.zero_grad(set_to_none=True)
+                outputs = model(pixels)
+                encoder_loss(outputs).backward()
+                return outputs.feature_maps, [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+            seconds, first_call, diffs, grad_diffs = {}, {}, {}, {}
+            for name, module in (("stock", stock), ("sdpa", fused)):
+                torch._dynamo.reset()
+                compiled = torch.compile(module, backend=args.compile_backend)
+                reference, reference_grads = run(module, module)
+                start = time.perf_counter()
+                maps, grads = run(compiled, module)
+                first_call[name] = time.perf_counter() - start
+                diffs[name] = max((a.float() - b.float()).abs().max().item() for a, b in zip(reference, maps))
+                if train:
+                    grad_diffs[name] = max(
+                        ((g - r).float().norm() / r.float().norm()).item()
+                        for g, r in zip(grads, reference_grads)
+                        if r.norm() > 0
+                    )
+                for label, model in (("eager", module), ("compiled", compiled)):
+                    run(model, module)  # warm-up
+                    seconds[name, label] = statistics.median(
+                        timed(lambda model=model, module=module: run(model, module), device)
+                        for _ in range(args.repeats)
+                    )
+            grads = f"{grad_diffs['stock']:.1e} / {grad_diffs['sdpa']:.1e}" if train else ""
+            print(
+                f"| {setting_name} | {'fwd+bwd' if train else 'forward'} | {seconds['stock', 'eager']:.3f} "
+                f"| {seconds['stock', 'compiled']:.3f} | {seconds['sdpa', 'eager']:.3f} "
+                f"| {seconds['sdpa', 'compiled']:.3f} "
+                f"| {seconds['stock', 'eager'] / seconds['stock', 'compiled']:.2f}x / "
+                f"{seconds['sdpa', 'eager'] / seconds['sdpa', 'compiled']:.2f}x "
+                f"| {seconds['stock', 'eager'] / seconds['sdpa', 'compiled']:.2f}x "
+                f"| {first_call['stock']:.1f} / {first_call['sdpa']:.1f} "
+                f"| {diffs['stock']:.1e} / {diffs['sdpa']:.1e} | {grads} |",
+                flush=True,
+            )
+            del stock, fused
+            gc.collect()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -308,7 +379,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1 only, 2 repeats")
     parser.add_argument("--large", action="store_true", help="also batch 8 forward+backward at 480x640")
     parser.add_argument("--skip-full-model", action="store_true")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated subset of {list(SETTINGS)}")
+    parser.add_argument(
+        "--settings", default=",".join(DEFAULT_SETTINGS), help=f"comma-separated subset of {list(SETTINGS)}"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="only: eager vs torch.compile rows, stock and sdpa (--settings, --passes)",
+    )
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compile")
+    parser.add_argument("--compile-batch", type=int, default=1, help="batch size of --compile")
     parser.add_argument("--passes", default="forward,fwd+bwd", help="comma-separated subset of forward,fwd+bwd")
     parser.add_argument(
         "--padded-queries", action="store_true", help="only: padded query rows skipped vs computed (480x640 w30)"
@@ -326,6 +406,14 @@ def main() -> None:
         print(f"# Swin-V2 encoder, padded query rows ({name}, {dtype}, torch {torch.__version__})")
         padded_query_section(args, device, dtype)
         return
+    settings, passes = args.settings.split(","), args.passes.split(",")
+    unknown = [n for n in settings if n not in SETTINGS] + [p for p in passes if p not in ("forward", "fwd+bwd")]
+    if unknown:
+        parser.error(f"unknown --settings/--passes entries: {unknown}")
+    if args.compile:
+        print(f"# Swin-V2 encoder, torch.compile ({name}, {dtype}, torch {torch.__version__})")
+        compile_section(args, device, dtype)
+        return
     print(f"# Swin-V2 encoder: stock vs sdpa window attention ({name}, {dtype}, torch {torch.__version__})\n")
     rates: list[float] = []
     rows = []
@@ -334,10 +422,6 @@ def main() -> None:
         cases += [("480x640 w30", batch, False), ("192x192 w12", batch, False), ("192x192 w12", batch, True)]
         if batch == 1 or args.large:
             cases.append(("480x640 w30", batch, True))
-    settings, passes = args.settings.split(","), args.passes.split(",")
-    unknown = [n for n in settings if n not in SETTINGS] + [p for p in passes if p not in ("forward", "fwd+bwd")]
-    if unknown:
-        parser.error(f"unknown --settings/--passes entries: {unknown}")
     cases = [c for c in cases if c[0] in settings and ("fwd+bwd" if c[2] else "forward") in passes]
     cases.sort(key=lambda case: (case[0] != "480x640 w30", case[2], case[1]))
     for setting_name, batch, train in cases:

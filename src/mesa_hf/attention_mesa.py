@@ -17,9 +17,11 @@ What the fused path does, per layer (the maths is the stock module's, see `Swinv
   gathered by `relative_position_index`, plus the shift mask of that group;
 * the bias and the group masks are cached while no gradient is needed (eval, `torch.no_grad`), keyed on the
   versions of the tensors they come from, so an optimizer step, `load_state_dict` or `.to()` invalidates them;
-* on CPU with gradients, a custom autograd function runs the fused kernel forward and a chunked backward that also
-  gives the bias gradient (the score gradient summed over windows); CPU SDPA would otherwise drop to its slow math
-  path whenever the mask needs a gradient.
+* on CPU with gradients, a custom op (`torch.library.custom_op`, one opaque op for torch.compile) runs the
+  fused kernel forward and a chunked backward that also gives the bias gradient (the score gradient summed over
+  windows); CPU SDPA would otherwise drop to its slow math path whenever the mask needs a gradient;
+* under torch.compile (`torch.compiler.is_compiling()`) nothing is cached, the window plan is built in the graph
+  from static-shape index arithmetic and padded query rows are computed: the fused encoder is one graph, no break.
 
 On CUDA, whenever the mask needs a gradient, SDPA is pinned to the memory-efficient and math backends (cuDNN,
 tried first on H100/H200, has no gradient for a float mask).
@@ -106,8 +108,15 @@ def _tensor_versions(tensors) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
-def _cached(module: nn.Module, name: str, key: tuple, build):
-    """One-entry cache per (module, name): returns build() and remembers it under `key`."""
+def _cached(module: nn.Module, name: str, key, build):
+    """One-entry cache per (module, name, autograd mode): returns build() and remembers it under `key()`.
+
+    While torch.compile traces (`torch.compiler.is_compiling()`) nothing is cached: `build()` goes into the graph
+    (the key reads data pointers and tensor versions, and inference mode cannot be queried inside a graph).
+    """
+    if torch.compiler.is_compiling():
+        return build()
+    name, key = _mode_name(name), key()
     cache = module.__dict__.setdefault("_mesa_cache", {})
     entry = cache.get(name)
     if entry is not None and entry[0] == key:
@@ -147,6 +156,7 @@ def _window_plan(batch: int, height: int, width: int, window: int, shift: int, d
     Returns a dict: `gather` (num_windows*N,) token row for each window position (pad positions point at row 0 and
     are listed in `pad`), `scatter` (B*H*W,) the window position of each token, `groups` the number of windows in
     each mask group (groups of size 0 dropped, with `group_ids` their pattern index), `padded` (H_pad, W_pad).
+    `pad` is None without padding; while torch.compile traces, a (num_windows*N,) bool mask instead of row indices.
     """
     height_pad = math.ceil(height / window) * window
     width_pad = math.ceil(width / window) * window
@@ -180,13 +190,20 @@ def _window_plan(batch: int, height: int, width: int, window: int, shift: int, d
         groups.append(count * batch)
         group_ids.append(group_id)
     gather = torch.cat(gathers)
-    pad = torch.nonzero(gather < 0).flatten()
-    scatter = torch.empty(batch * height * width, dtype=torch.long)
     valid = gather >= 0
-    scatter[gather[valid]] = torch.nonzero(valid).flatten()
+    total = batch * height * width
+    # each token sits at exactly one valid window position: sorting the positions by token gives the inverse map
+    # (static shapes, so torch.compile traces it; padding positions sort last, past `total`)
+    scatter = torch.argsort(torch.where(valid, gather, total), stable=True)[:total]
+    if height_pad == height and width_pad == width:
+        pad = None
+    elif torch.compiler.is_compiling():
+        pad = ~valid  # a mask, not row indices: nonzero's output size depends on the data
+    else:
+        pad = torch.nonzero(~valid).flatten()
     return {
         "gather": gather.clamp_min(0).to(device),
-        "pad": pad.to(device) if pad.numel() else None,
+        "pad": pad.to(device) if pad is not None else None,
         "scatter": scatter.to(device),
         "groups": groups,
         "group_ids": group_ids,
@@ -198,75 +215,125 @@ def _largest_divisor_at_most(value: int, limit: int) -> int:
     return max(d for d in range(1, value + 1) if value % d == 0 and d <= max(1, limit))
 
 
-class _CpuWindowAttention(torch.autograd.Function):
-    """softmax(q kᵀ + mask) v over windows sharing one (heads, N, N) mask, with the mask's gradient, on CPU.
+def _cpu_window_attention_forward(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output (W, heads, N, d) and log-sum-exp (W, heads, N) of torch's fused CPU kernel (no (N, N) scores kept)."""
+    output, logsumexp = _flash_cpu(query, key, value, 0.0, False, attn_mask=mask.unsqueeze(0), scale=1.0)
+    return output.contiguous(), logsumexp.contiguous()
 
-    Forward runs torch's fused CPU kernel (no (N, N) scores kept). Backward recomputes the probabilities from the
-    saved log-sum-exp in cache-sized chunks of (window, head) pairs, reusing two chunk buffers, and returns dq, dk,
-    dv and the mask gradient (the score gradient summed over windows).
+
+def _cpu_window_attention_backward(
+    grad_output: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    output: torch.Tensor,
+    logsumexp: torch.Tensor,
+    need_mask_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv (W, heads, N, d) and the mask gradient (heads, N, N; zeros unless `need_mask_grad`).
+
+    Recomputes the probabilities from the saved log-sum-exp in cache-sized chunks of (window, head) pairs, reusing
+    two chunk buffers; the mask gradient is the score gradient summed over windows.
     """
+    windows, heads, tokens, head_size = query.shape
+    rows = windows * heads
+    per_head = tokens * tokens
+    if heads * per_head <= _BACKWARD_CHUNK_ELEMENTS:
+        # whole windows per chunk: the mask repeated for the chunk's windows, built once
+        chunk = min(windows, _BACKWARD_CHUNK_ELEMENTS // (heads * per_head)) * heads
+        chunk_mask = mask.expand(chunk // heads, heads, tokens, tokens).reshape(chunk, tokens, tokens)
+    else:
+        # part of one window's heads per chunk: a slice of the mask
+        chunk = _largest_divisor_at_most(heads, _BACKWARD_CHUNK_ELEMENTS // per_head)
+        chunk_mask = None
+    flat_shape = (rows, tokens, head_size)
+    query_f, key_f, value_f = (t.reshape(flat_shape) for t in (query, key, value))
+    grad_output_f = grad_output.reshape(flat_shape)
+    logsumexp_f = logsumexp.reshape(rows, tokens, 1).to(query.dtype)
+    # D = rowsum(dO * O): the softmax backward's correction term
+    delta = (grad_output * output).sum(-1, keepdim=True).reshape(rows, tokens, 1)
+    grad_query, grad_key, grad_value = (torch.empty(flat_shape, dtype=query.dtype) for _ in range(3))
+    accumulate = torch.promote_types(mask.dtype, torch.float32)
+    grad_mask = torch.zeros(mask.shape, dtype=accumulate) if need_mask_grad else None
+    probs_buffer = torch.empty(chunk, tokens, tokens, dtype=query.dtype)
+    grad_scores_buffer = torch.empty(chunk, tokens, tokens, dtype=query.dtype)
+    for start in range(0, rows, chunk):
+        stop = min(start + chunk, rows)
+        part, count = slice(start, stop), stop - start
+        probs, grad_scores = probs_buffer[:count], grad_scores_buffer[:count]
+        head = start % heads
+        part_mask = chunk_mask[:count] if chunk_mask is not None else mask[head : head + count]
+        torch.baddbmm(part_mask, query_f[part], key_f[part].transpose(1, 2), out=probs)
+        probs.sub_(logsumexp_f[part]).exp_()
+        torch.bmm(grad_output_f[part], value_f[part].transpose(1, 2), out=grad_scores)
+        grad_scores.sub_(delta[part]).mul_(probs)
+        if need_mask_grad:
+            if chunk_mask is not None:
+                grad_mask += grad_scores.view(count // heads, heads, tokens, tokens).sum(0, dtype=accumulate)
+            else:
+                grad_mask[head : head + count] += grad_scores
+        torch.bmm(grad_scores, key_f[part], out=grad_query[part])
+        torch.bmm(grad_scores.transpose(1, 2), query_f[part], out=grad_key[part])
+        torch.bmm(probs.transpose(1, 2), grad_output_f[part], out=grad_value[part])
+    shape = (windows, heads, tokens, head_size)
+    if grad_mask is None:
+        grad_mask = torch.zeros_like(mask)
+    return grad_query.view(shape), grad_key.view(shape), grad_value.view(shape), grad_mask.to(mask.dtype)
 
-    @staticmethod
-    def forward(ctx, query, key, value, mask):
-        output, logsumexp = _flash_cpu(query, key, value, 0.0, False, attn_mask=mask.unsqueeze(0), scale=1.0)
-        ctx.save_for_backward(query, key, value, mask, output, logsumexp)
-        return output
 
-    @staticmethod
-    def backward(ctx, grad_output):
+def _register_cpu_window_attention() -> None:
+    """`torch.ops.mesa_hf.cpu_window_attention(_backward)`: the CPU kernel and its chunked backward as custom ops.
+
+    torch.compile sees each as one opaque op (shapes from the fake implementations): no graph break, and autograd
+    (eager or AOT) calls the backward op. Registered once per process: a copy of this file loaded through
+    `trust_remote_code` reuses the ops the first import registered.
+    """
+    if _flash_cpu is None or hasattr(torch.ops.mesa_hf, "cpu_window_attention"):
+        return
+    forward = torch.library.custom_op("mesa_hf::cpu_window_attention", mutates_args=())(_cpu_window_attention_forward)
+    backward = torch.library.custom_op("mesa_hf::cpu_window_attention_backward", mutates_args=())(
+        _cpu_window_attention_backward
+    )
+
+    @forward.register_fake
+    def _(query, key, value, mask):
+        return query.new_empty(query.shape[:-1] + value.shape[-1:]), query.new_empty(query.shape[:-1])
+
+    @backward.register_fake
+    def _(grad_output, query, key, value, mask, output, logsumexp, need_mask_grad):
+        return tuple(t.new_empty(t.shape) for t in (query, key, value, mask))  # contiguous, as the kernel's
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs, *output)
+
+    def backward_rule(ctx, grad_output, grad_logsumexp):
         query, key, value, mask, output, logsumexp = ctx.saved_tensors
-        windows, heads, tokens, head_size = query.shape
-        rows = windows * heads
-        per_head = tokens * tokens
-        if heads * per_head <= _BACKWARD_CHUNK_ELEMENTS:
-            # whole windows per chunk: the mask repeated for the chunk's windows, built once
-            chunk = min(windows, _BACKWARD_CHUNK_ELEMENTS // (heads * per_head)) * heads
-            chunk_mask = mask.expand(chunk // heads, heads, tokens, tokens).reshape(chunk, tokens, tokens)
-        else:
-            # part of one window's heads per chunk: a slice of the mask
-            chunk = _largest_divisor_at_most(heads, _BACKWARD_CHUNK_ELEMENTS // per_head)
-            chunk_mask = None
-        flat_shape = (rows, tokens, head_size)
-        query_f, key_f, value_f = (t.reshape(flat_shape) for t in (query, key, value))
-        grad_output_f = grad_output.reshape(flat_shape)
-        logsumexp_f = logsumexp.reshape(rows, tokens, 1).to(query.dtype)
-        # D = rowsum(dO * O): the softmax backward's correction term
-        delta = (grad_output * output).sum(-1, keepdim=True).reshape(rows, tokens, 1)
-        grad_query, grad_key, grad_value = (torch.empty(flat_shape, dtype=query.dtype) for _ in range(3))
         need_mask_grad = ctx.needs_input_grad[3]
-        accumulate = torch.promote_types(mask.dtype, torch.float32)
-        grad_mask = torch.zeros(mask.shape, dtype=accumulate) if need_mask_grad else None
-        probs_buffer = torch.empty(chunk, tokens, tokens, dtype=query.dtype)
-        grad_scores_buffer = torch.empty(chunk, tokens, tokens, dtype=query.dtype)
-        for start in range(0, rows, chunk):
-            stop = min(start + chunk, rows)
-            part, count = slice(start, stop), stop - start
-            probs, grad_scores = probs_buffer[:count], grad_scores_buffer[:count]
-            head = start % heads
-            part_mask = chunk_mask[:count] if chunk_mask is not None else mask[head : head + count]
-            torch.baddbmm(part_mask, query_f[part], key_f[part].transpose(1, 2), out=probs)
-            probs.sub_(logsumexp_f[part]).exp_()
-            torch.bmm(grad_output_f[part], value_f[part].transpose(1, 2), out=grad_scores)
-            grad_scores.sub_(delta[part]).mul_(probs)
-            if need_mask_grad:
-                if chunk_mask is not None:
-                    grad_mask += grad_scores.view(count // heads, heads, tokens, tokens).sum(0, dtype=accumulate)
-                else:
-                    grad_mask[head : head + count] += grad_scores
-            torch.bmm(grad_scores, key_f[part], out=grad_query[part])
-            torch.bmm(grad_scores.transpose(1, 2), query_f[part], out=grad_key[part])
-            torch.bmm(probs.transpose(1, 2), grad_output_f[part], out=grad_value[part])
-        shape = (windows, heads, tokens, head_size)
-        return (
-            grad_query.view(shape),
-            grad_key.view(shape),
-            grad_value.view(shape),
-            grad_mask.to(mask.dtype) if need_mask_grad else None,
+        grads = torch.ops.mesa_hf.cpu_window_attention_backward(
+            grad_output.contiguous(), query, key, value, mask, output, logsumexp, need_mask_grad
         )
+        return grads[0], grads[1], grads[2], grads[3] if need_mask_grad else None
+
+    forward.register_autograd(backward_rule, setup_context=setup_context)
+
+
+_register_cpu_window_attention()
+
+
+def cpu_window_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """softmax(q kᵀ + mask) v for (W, heads, N, d) windows sharing one (heads, N, N) mask, with the mask's gradient,
+    on CPU (`torch.ops.mesa_hf.cpu_window_attention`)."""
+    return torch.ops.mesa_hf.cpu_window_attention(query, key, value, mask)[0]
 
 
 class _Reindex(torch.autograd.Function):
-    """Rows `source[index]`, zeroed at rows `zero_rows`; backward: `grad[inverse]`, zeroed at rows `inverse_zero_rows`.
+    """Rows `source[index]`, zeroed at rows `zero_rows`; backward: `grad[inverse]`, zeroed at rows `inverse_zero_rows`
+    (each None, row indices or a bool row mask).
 
     `index` and `inverse` are inverse maps between the rows of `source` and the rows of the output, apart from the
     zeroed rows (padding): then the backward is a gather too (torch's index_select backward, a scatter-add, is far
@@ -276,18 +343,21 @@ class _Reindex(torch.autograd.Function):
     @staticmethod
     def forward(ctx, source, index, inverse, zero_rows, inverse_zero_rows):
         ctx.save_for_backward(inverse, inverse_zero_rows)
-        output = source.index_select(0, index)
-        if zero_rows is not None:
-            output.index_fill_(0, zero_rows, 0.0)
-        return output
+        return _zero_rows(source.index_select(0, index), zero_rows)
 
     @staticmethod
     def backward(ctx, grad_output):
         inverse, inverse_zero_rows = ctx.saved_tensors
-        grad_source = grad_output.index_select(0, inverse)
-        if inverse_zero_rows is not None:
-            grad_source.index_fill_(0, inverse_zero_rows, 0.0)
-        return grad_source, None, None, None, None
+        return _zero_rows(grad_output.index_select(0, inverse), inverse_zero_rows), None, None, None, None
+
+
+def _zero_rows(rows: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
+    """`rows` with the rows `zero` set to 0: `zero` is None, row indices, or a bool mask over the rows."""
+    if zero is None:
+        return rows
+    if zero.dtype == torch.bool:
+        return rows.masked_fill(zero[:, None], 0.0)
+    return rows.index_fill_(0, zero, 0.0)
 
 
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout: float):
@@ -304,7 +374,7 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: t
         return F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask.unsqueeze(0), dropout_p=dropout, scale=1.0
         )
-    return _CpuWindowAttention.apply(query, key, value, mask)
+    return cpu_window_attention(query, key, value, mask)
 
 
 # --- precision: Swin-V2's cosine attention always runs in float32 ---------------------------------------------------
@@ -401,10 +471,9 @@ class SdpaSwinv2SelfAttention(Float32Swinv2SelfAttention):
         tensors = self._bias_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return build()
-        key = (_tensor_versions(tensors), shift_size, dtype, str(device))
         # one entry per mode: inference-mode tensors cannot serve autograd, and callers that alternate
         # torch.no_grad (transformers' pipelines) with torch.inference_mode must not rebuild the masks every call
-        return _cached(self, _mode_name("group_masks"), key, build)
+        return _cached(self, "group_masks", lambda: (_tensor_versions(tensors), shift_size, dtype, str(device)), build)
 
     def qkv_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The query, key and value projections as one (3C, C) weight and (3C,) bias."""
@@ -423,8 +492,7 @@ class SdpaSwinv2SelfAttention(Float32Swinv2SelfAttention):
         tensors = [t for linear in linears for t in (linear.weight, linear.bias) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return build()
-        key = _tensor_versions(tensors)
-        return _cached(self, _mode_name("qkv"), key, build)
+        return _cached(self, "qkv", lambda: _tensor_versions(tensors), build)
 
     @cosine_attention_in_float32
     def window_attention(
@@ -478,11 +546,10 @@ class SdpaSwinv2Layer(Swinv2Layer):
     """Swin-V2 block whose window attention runs `SdpaSwinv2SelfAttention.window_attention`; same parameters."""
 
     def window_plan(self, batch: int, height: int, width: int, device) -> dict:
-        key = (batch, height, width, str(device))
         return _cached(
             self,
-            _mode_name("plan"),  # inference-mode index tensors cannot be saved for a later backward
-            key,
+            "plan",  # one per mode: inference-mode index tensors cannot be saved for a later backward
+            lambda: (batch, height, width, str(device)),
             lambda: _window_plan(batch, height, width, self.window_size, self.shift_size, device),
         )
 
@@ -547,10 +614,10 @@ def padded_query_subsets(plan: dict, tokens: int) -> list | None:
     """Per window group of `plan`: None (no padded query) or [(window indices, valid rows or None), ...].
 
     Windows of a group are split by their pattern of valid positions; `valid rows` is None for fully valid windows.
-    Computed once per plan (the plan is cached per input shape).
+    Computed once per plan (the plan is cached per input shape). None while torch.compile traces.
     """
-    if not _SKIP_PADDED_QUERIES or plan["pad"] is None:
-        return None
+    if not _SKIP_PADDED_QUERIES or plan["pad"] is None or torch.compiler.is_compiling():
+        return None  # compiled: every query row runs (numpy and data-dependent shapes cannot enter a graph)
     if "query_subsets" not in plan:
         device = plan["gather"].device
         valid = np.ones(sum(plan["groups"]) * tokens, dtype=bool)

@@ -9,6 +9,7 @@ from typing import Any
 LR_SCHEDULES = ("mim_depth", "cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 FSDP_MODES = ("full_shard", "shard_grad_op")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -50,6 +51,11 @@ class MeSaTrainingArguments:
             "full_shard" (parameters, gradients and optimizer state; ZeRO-3) or "shard_grad_op" (parameters kept
             gathered between forward and backward; ZeRO-2); None = replicate (DDP). Needs >= 2 processes; bf16 is
             autocast, fp16 is refused (`mesa_hf.training.sharding`).
+        torch_compile: compile the model in place with `torch.nn.Module.compile` (torch.compile, static shapes;
+            state dict keys, checkpoints and ``save_pretrained`` unchanged) before training, as transformers'
+            `TrainingArguments.torch_compile`; ``torch_compile_backend`` (default "inductor") and
+            ``torch_compile_mode`` (default torch's) are passed on. The fused Swin-V2 attention compiles without
+            graph breaks (`mesa_hf.attention_mesa`).
     """
 
     output_dir: str = field(
@@ -114,6 +120,20 @@ class MeSaTrainingArguments:
         },
     )
 
+    torch_compile: bool = field(
+        default=False, metadata={"help": "compile the model with torch.compile before training (state dicts unchanged)"}
+    )
+    torch_compile_backend: str | None = field(
+        default=None, metadata={"help": "torch.compile backend, e.g. 'inductor' (the default) or 'aot_eager'"}
+    )
+    torch_compile_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "torch.compile mode (default: torch's)",
+            "choices": COMPILE_MODES,
+        },
+    )
+
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("MeSaTrainingArguments: output_dir must be a non-empty path")
@@ -139,6 +159,12 @@ class MeSaTrainingArguments:
             raise ValueError(f"fsdp must be one of {FSDP_MODES} or None, got {self.fsdp!r}")
         if self.fsdp is not None and self.mixed_precision == "fp16":
             raise ValueError("fsdp does not support mixed_precision='fp16' (no sharded grad scaler); use 'bf16'")
+        if self.torch_compile_mode is not None and self.torch_compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"torch_compile_mode must be one of {COMPILE_MODES} or None, got {self.torch_compile_mode!r}"
+            )
+        if (self.torch_compile_backend or self.torch_compile_mode) and not self.torch_compile:
+            raise ValueError("torch_compile_backend / torch_compile_mode need torch_compile=True")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 

@@ -136,7 +136,7 @@ def training_overrides(flags) -> dict[str, Any]:
     """`MeSaTrainingArguments` fields set on the command line (None = keep the recipe's value); the precision
     defaults to what `accelerate launch` / `accelerate config` set."""
     values = {f.name: getattr(flags, f.name) for f in dataclasses.fields(flags) if f.name != "output_dir"}
-    for switch in ("with_tracking", "use_cpu"):
+    for switch in ("with_tracking", "use_cpu", "torch_compile"):
         values[switch] = values[switch] or None
     if values.get("mixed_precision") is None:
         values["mixed_precision"] = os.environ.get("ACCELERATE_MIXED_PRECISION") or None

@@ -231,6 +231,8 @@ def _prepare(model, train_dataset, args, data_collator, accelerator) -> _Run:
         )
     if args.fsdp:
         model = _shard(model, args, accelerator)
+    if args.torch_compile:
+        _compile(model, args)
     optimizer = build_optimizer(model, args)  # after sharding: FSDP2 replaces the parameters by DTensors
     # the schedule needs the number of updates, known only after the dataloader is sharded
     if args.fsdp:
@@ -295,6 +297,17 @@ def _shard(model: torch.nn.Module, args: MeSaTrainingArguments, accelerator) -> 
         100 * local / total,
     )  # fmt: skip
     return model
+
+
+def _compile(model: torch.nn.Module, args: MeSaTrainingArguments) -> None:
+    """`model.compile(...)` in place (`torch.nn.Module.compile`): the module, its parameters and state dict keys stay
+    the same objects and names, so the optimizer, checkpoints and ``save_pretrained`` see no ``_orig_mod`` prefix."""
+    # static shapes: the window plans are built from Python ints (a new input size compiles again)
+    options = {"backend": args.torch_compile_backend or "inductor", "dynamic": False}
+    if args.torch_compile_mode is not None:
+        options["mode"] = args.torch_compile_mode
+    model.compile(**options)
+    logger.info("torch.compile: the model is compiled (%s)", options)
 
 
 def _resume(run: _Run) -> None:
