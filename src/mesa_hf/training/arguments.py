@@ -50,6 +50,10 @@ class MeSaTrainingArguments:
             "full_shard" (parameters, gradients and optimizer state; ZeRO-3) or "shard_grad_op" (parameters kept
             gathered between forward and backward; ZeRO-2); None = replicate (DDP). Needs >= 2 processes; bf16 is
             autocast, fp16 is refused (`mesa_hf.training.sharding`).
+        streaming: train on a `datasets.IterableDataset` read as a stream (`mesa_hf.training.streaming`): shards
+            split once over processes and workers, repeated until `max_train_steps` (required), shuffled with a
+            buffer of `shuffle_buffer_size` samples, resumed exactly from per-rank data states.
+        shuffle_buffer_size: samples in the shuffle buffer of a stream.
     """
 
     output_dir: str = field(
@@ -114,6 +118,16 @@ class MeSaTrainingArguments:
         },
     )
 
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "read the training data as a stream (datasets.IterableDataset: lsun:, webdataset:, parquet:, "
+            "image folders): shards split once over processes and workers, repeated until --max_train_steps "
+            "(required), exact resume"
+        },
+    )
+    shuffle_buffer_size: int = field(default=1000, metadata={"help": "samples in the shuffle buffer of a stream"})
+
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("MeSaTrainingArguments: output_dir must be a non-empty path")
@@ -139,6 +153,12 @@ class MeSaTrainingArguments:
             raise ValueError(f"fsdp must be one of {FSDP_MODES} or None, got {self.fsdp!r}")
         if self.fsdp is not None and self.mixed_precision == "fp16":
             raise ValueError("fsdp does not support mixed_precision='fp16' (no sharded grad scaler); use 'bf16'")
+        if self.streaming and self.max_train_steps is None:
+            raise ValueError(
+                "streaming: a stream has no epochs; give max_train_steps (the number of optimizer updates)"
+            )
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 
