@@ -150,3 +150,41 @@ def test_sigkill_twice_resumes_a_stream_exactly_on_two_processes(lsun_data, cach
     difference = max_weight_difference(killed / "masked", uninterrupted / "masked")
     print(f"{source} stream, 2 processes x 2 workers, killed twice: max |w - w_uninterrupted| = {difference}")
     assert difference < 1e-6
+
+
+def _write_rgbd_folder(root: Path, num: int = 6) -> None:
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(num):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(root / f"image_{i}.png")
+        Image.fromarray((1000 + rng.integers(0, 2000, (72, 72))).astype(np.uint16)).save(root / f"depth_{i}.png")
+
+
+def _one_process_stream(script: Path, args: list[str], out: Path, cache: Path) -> dict:
+    steps = ["--max_train_steps", "3", "--checkpointing_steps", "3", "--recipe", "demo", "--image_size", "64", "64"]
+    common = ["--streaming", *steps, "--per_device_train_batch_size", "2", "--drop_path_rate", "0"]
+    run_script(script, [*args, *common, "--output_dir", str(out)], cache, processes=1)
+    return json.loads(next(out.rglob("step_3/data_state_rank0.json")).read_text())
+
+
+def test_finetune_streams_an_rgbd_folder_and_pretrain_a_parquet_folder(lsun_data, cache, tmp_path):
+    from mesa_hf.data.lsun import convert_lsun
+    from mesa_hf.training.runner import STAGE_RESULTS_NAME
+
+    from .multiprocess_support import FINETUNE
+
+    _write_rgbd_folder(tmp_path / "rgbd")
+    finetune = ["--model_name_or_path", "test", "--dataset", f"folder:{tmp_path / 'rgbd'}"]
+    state = _one_process_stream(FINETUNE, finetune, tmp_path / "finetune", cache)
+    assert state["batches_consumed"] == 3 and state["world_size"] == 1 and state["num_shards"] == 6
+    assert all(Path(k).name.startswith("image_") for k in state["last_update_keys"])
+    assert json.loads((tmp_path / "finetune" / STAGE_RESULTS_NAME).read_text())["global_step"] == 3
+
+    path, _, good = lsun_data
+    convert_lsun(path, tmp_path / "parquet", "parquet", shard_size=3, progress=False)
+    pretrain = ["--objective", "masked", "--preset", "test", "--dataset", f"parquet:{tmp_path / 'parquet'}"]
+    state = _one_process_stream(PRETRAIN, pretrain, tmp_path / "pretrain", cache)
+    assert state["batches_consumed"] == 3 and state["num_shards"] == 8
+    assert {Path(k).name.split(".")[0] for k in state["last_update_keys"]} <= good
