@@ -188,3 +188,24 @@ def test_finetune_streams_an_rgbd_folder_and_pretrain_a_parquet_folder(lsun_data
     state = _one_process_stream(PRETRAIN, pretrain, tmp_path / "pretrain", cache)
     assert state["batches_consumed"] == 3 and state["num_shards"] == 8
     assert {Path(k).name.split(".")[0] for k in state["last_update_keys"]} <= good
+
+
+def test_data_state_round_trips_and_refuses_another_layout(lsun_data, tmp_path):
+    from mesa_hf.training.runner import _stream_or_table
+    from mesa_hf.training.streaming import load_data_state, save_data_state
+
+    path, _, _ = lsun_data
+    ds = load_dataset_spec(f"lsun:{path}", "images", streaming=True)
+    rows = StreamingRows(ds, _KeepImage(), seed=1, rank=1, world_size=2, num_workers=2)
+    rows.batch_size = 2
+    save_data_state(tmp_path, rows, 7, ["a.webp", "b.webp"])
+    assert json.loads((tmp_path / "data_state_rank1.json").read_text())["last_update_keys"] == ["a.webp", "b.webp"]
+    assert load_data_state(tmp_path, rows) == 7 and (rows.skip_batches, rows.drop_batches) == (7, 1)
+    other = StreamingRows(ds, _KeepImage(), seed=1, rank=1, world_size=2, num_workers=1)
+    other.batch_size = 2
+    with pytest.raises(ValueError, match="streamed with num_workers=2, this run has 1"):
+        load_data_state(tmp_path, other)
+    with pytest.raises(FileNotFoundError, match=r"data_state_rank0\.json"):
+        load_data_state(tmp_path, StreamingRows(ds, _KeepImage(), seed=1, rank=0, world_size=2))
+    with pytest.raises(ValueError, match="train it with --streaming"):
+        _stream_or_table(ds, False, "masked")

@@ -103,9 +103,9 @@ class StreamingRows(torch.utils.data.IterableDataset):
             )
         # the rank's shards are fixed (every world_size-th), then shuffled among themselves pass after pass
         part = dataset.decode(False).shard(num_shards=world_size, index=rank, contiguous=False)
-        # one input shard at a time: datasets' multi-shard buffer (max_buffer_input_shards > 1) reads shards from a
-        # thread pool, which did not replay the same order after a resume on 2 processes (and the IndexError of
-        # shuffle + 2 workers + load_state_dict in datasets 5.2 is in that path too)
+        # one input shard at a time: with datasets' multi-shard buffer (max_buffer_input_shards=10, shards read by
+        # a thread pool) one of two 2-process resumes drew a sample elsewhere (cause not found); the IndexError of
+        # shuffle + 2 workers + load_state_dict in datasets 5.2 is in that path too
         self.dataset = part.shuffle(seed=seed, buffer_size=buffer_size, max_buffer_input_shards=1)
         self.transform, self.normalization = transform, normalization
         self.seed, self.rank, self.world_size, self.num_workers = int(seed), rank, world_size, num_workers
