@@ -96,6 +96,7 @@ def main(argv=None) -> int:
                 split=script.dataset_split,
                 file_list=script.file_list,
                 splits_path=script.splits_path,
+                streaming=flags.streaming,
             )
         if script.eval_dataset:
             eval_dataset = load_eval_dataset(script.eval_dataset, run, folder, splits_path=script.splits_path)

@@ -91,8 +91,9 @@ def stage_datasets(script: PretrainArguments) -> dict[str, str]:
     return {script.objective: script.dataset}
 
 
-def load_datasets(script: PretrainArguments, run, folder, specs, datasets, eval_datasets) -> None:
-    """Load each stage's training (and held-out) dataset from its spec into `datasets` / `eval_datasets`."""
+def load_datasets(script: PretrainArguments, run, folder, specs, datasets, eval_datasets, streaming=False) -> None:
+    """Load each stage's training (and held-out) dataset from its spec into `datasets` / `eval_datasets`
+    (`streaming`: the training data as `datasets.IterableDataset` streams)."""
     for stage, spec in specs.items():
         if spec == "synthetic":
             continue
@@ -106,6 +107,7 @@ def load_datasets(script: PretrainArguments, run, folder, specs, datasets, eval_
             splits_path=script.splits_path,
             intrinsics=script.intrinsics,
             frame_offsets=script.frame_offsets,
+            streaming=streaming,
         )
         if script.eval_dataset and get_stage(stage).eval_kind == "depth":
             eval_datasets[stage] = load_eval_dataset(script.eval_dataset, run, folder)
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
     preset = script.preset or ("demo" if synthetic else "base")
     datasets, eval_datasets = {}, {}
     try:
-        load_datasets(script, run, folder, specs, datasets, eval_datasets)
+        load_datasets(script, run, folder, specs, datasets, eval_datasets, streaming=flags.streaming)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"pretrain.py: error: {error}")
     config_overrides = {}

@@ -25,7 +25,7 @@ def test_training_flags_are_generated_from_the_training_arguments():
     assert set(flags) == set(library) - {"final_subdir"}
     for name, flag in flags.items():
         assert library[name].metadata["help"] in flag.metadata["help"], name
-        if name not in ("output_dir", "with_tracking", "use_cpu", "torch_compile"):
+        if name not in ("output_dir", "with_tracking", "use_cpu", "torch_compile", "streaming"):
             assert flag.default is None, name  # unset flags keep the recipe's value
     parser = build_parser(_Script)
     help_text = parser.format_help()

@@ -27,6 +27,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ def find_lmdbs(path: str | Path) -> list[Path]:
 
 _ENVIRONMENTS: dict[str, object] = {}
 """This process's open LMDB environments by folder (read-only, no lock file)."""
+_OPENING = threading.Lock()
+"""Serialises `open_lmdb`: datasets' ``shuffle()`` reads up to 10 shards at once from threads, and a second
+``lmdb.open`` of a folder in one process raises."""
 
 
 def _close_inherited_environments() -> None:
@@ -89,6 +93,8 @@ def _close_inherited_environments() -> None:
         with contextlib.suppress(Exception):  # a broken inherited handle must not stop the worker
             env.close()
     _ENVIRONMENTS.clear()
+    global _OPENING
+    _OPENING = threading.Lock()  # a lock held by another thread of the parent would never be released here
 
 
 if hasattr(os, "register_at_fork"):
@@ -103,6 +109,11 @@ def open_lmdb(path: str | Path):
     Raises:
         ValueError: `path` is not a readable LMDB.
     """
+    with _OPENING:
+        return _open_lmdb(path)
+
+
+def _open_lmdb(path: str | Path):
     env = _ENVIRONMENTS.get(str(path))
     if env is None:
         lmdb = _import_lmdb()

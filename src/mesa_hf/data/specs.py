@@ -152,8 +152,8 @@ def load_dataset_spec(
     `folder` gives the depth unit (``depth_scale``, metres per stored unit), ``depth_format`` and, for
     ``folder:``, ``image_pattern``/``depth_pattern``; `loader_kwargs` go to the `mesa_hf.data` loader (e.g.
     ``file_list``, ``splits_path``, ``frame_offsets``; ``num_shards`` for ``lsun:``) and win over `folder`.
-    `streaming` (images only): an `IterableDataset` (True) or a map-style `Dataset` (False); None = the format's
-    default, streaming for ``lsun:`` and ``webdataset:``, map-style for the others.
+    `streaming`: an `IterableDataset` (True) or a map-style `Dataset` (False); None = the format's default,
+    streaming for ``lsun:`` and ``webdataset:``, map-style for the others (depth: map-style; video: never streamed).
 
     Raises:
         FolderLayoutError (a ValueError): a folder whose layout is not recognised (the message lists its files and
@@ -176,6 +176,8 @@ def load_dataset_spec(
                 f"dataset {spec!r}: name the video format, e.g. '7scenes:{spec}', 'tum:{spec}', 'nyu_raw:{spec}' "
                 f"or 'frames:{spec}'"
             )
+        if streaming:
+            raise ValueError(f"dataset {spec!r}: video datasets are not streamed; leave out --streaming")
         return load_video_dataset(fmt, path, cache_dir=cache_dir, **loader_kwargs)
     if kind == "depth":
         from .loaders import load_depth_dataset
@@ -185,5 +187,7 @@ def load_dataset_spec(
         if fmt == "nyu_mat" and split is None:
             split = "train"
         loader_kwargs = _depth_loader_kwargs(spec, fmt, folder, loader_kwargs)
+        if streaming:
+            loader_kwargs["streaming"] = True
         return load_depth_dataset(fmt, path, split=split, cache_dir=cache_dir, **loader_kwargs)
     raise ValueError(f"unknown dataset kind {kind!r}")

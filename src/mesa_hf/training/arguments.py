@@ -56,6 +56,10 @@ class MeSaTrainingArguments:
             `TrainingArguments.torch_compile`; ``torch_compile_backend`` (default "inductor") and
             ``torch_compile_mode`` (default torch's) are passed on. The fused Swin-V2 attention compiles without
             graph breaks (`mesa_hf.attention_mesa`).
+        streaming: train on a `datasets.IterableDataset` read as a stream (`mesa_hf.training.streaming`): shards
+            split once over processes and workers, repeated until `max_train_steps` (required), shuffled with a
+            buffer of `shuffle_buffer_size` samples, resumed exactly from per-rank data states.
+        shuffle_buffer_size: samples in the shuffle buffer of a stream.
     """
 
     output_dir: str = field(
@@ -133,6 +137,15 @@ class MeSaTrainingArguments:
             "choices": COMPILE_MODES,
         },
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "read the training data as a stream (datasets.IterableDataset: lsun:, webdataset:, parquet:, "
+            "image folders): shards split once over processes and workers, repeated until --max_train_steps "
+            "(required), exact resume"
+        },
+    )
+    shuffle_buffer_size: int = field(default=1000, metadata={"help": "samples in the shuffle buffer of a stream"})
 
     def __post_init__(self):
         if not self.output_dir:
@@ -165,6 +178,12 @@ class MeSaTrainingArguments:
             )
         if (self.torch_compile_backend or self.torch_compile_mode) and not self.torch_compile:
             raise ValueError("torch_compile_backend / torch_compile_mode need torch_compile=True")
+        if self.streaming and self.max_train_steps is None:
+            raise ValueError(
+                "streaming: a stream has no epochs; give max_train_steps (the number of optimizer updates)"
+            )
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 

@@ -110,6 +110,8 @@ def parse_arguments(parser, argv=None) -> tuple[Any, StageRunArguments, FolderOp
         parser.error(f"--image_size takes HEIGHT WIDTH, got {run.image_size}")
     if run.push_to_hub and not run.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/mesa-nyuv2)")
+    if getattr(flags, "streaming", False) and flags.max_train_steps is None:
+        parser.error("--streaming needs --max_train_steps (a stream has no epochs: the run counts updates)")
     check_fsdp_flag(parser, flags)
     return script, run, folder, flags
 
@@ -136,7 +138,7 @@ def training_overrides(flags) -> dict[str, Any]:
     """`MeSaTrainingArguments` fields set on the command line (None = keep the recipe's value); the precision
     defaults to what `accelerate launch` / `accelerate config` set."""
     values = {f.name: getattr(flags, f.name) for f in dataclasses.fields(flags) if f.name != "output_dir"}
-    for switch in ("with_tracking", "use_cpu", "torch_compile"):
+    for switch in ("with_tracking", "use_cpu", "torch_compile", "streaming"):
         values[switch] = values[switch] or None
     if values.get("mixed_precision") is None:
         values["mixed_precision"] = os.environ.get("ACCELERATE_MIXED_PRECISION") or None
@@ -171,9 +173,11 @@ def load_stage_dataset(
     splits_path: str | None = None,
     intrinsics: typing.Sequence[float] | None = None,
     frame_offsets: typing.Sequence[int] | None = None,
+    streaming: bool = False,
 ):
     """The training data of `stage` from `spec` (`load_dataset_spec` with the stage's data kind and the run's cache).
-    `file_list` and `splits_path` apply to depth stages, `intrinsics` and `frame_offsets` to video; None = unset."""
+    `file_list` and `splits_path` apply to depth stages, `intrinsics` and `frame_offsets` to video; None = unset.
+    `streaming`: a `datasets.IterableDataset` (``--streaming``), else a map-style `Dataset`."""
     kind = get_stage(stage).dataset_kind
     given: dict[str, Any] = {}
     if kind == "depth":
@@ -181,7 +185,9 @@ def load_stage_dataset(
     elif kind == "video":
         given = {"intrinsics": intrinsics, "frame_offsets": frame_offsets}
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v}
-    return load_dataset_spec(spec, kind, split=split, cache_dir=run.cache_dir, folder=folder, **options)
+    return load_dataset_spec(
+        spec, kind, split=split, cache_dir=run.cache_dir, folder=folder, streaming=streaming, **options
+    )
 
 
 def load_eval_dataset(spec: str, run: StageRunArguments, folder: FolderOptions, splits_path: str | None = None):

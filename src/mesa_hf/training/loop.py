@@ -40,6 +40,7 @@ from ..hub import replace_directory
 from .arguments import MeSaTrainingArguments
 from .optimization import build_lr_scheduler, build_optimizer, steps_per_epoch
 from .sharding import FSDP_STATE_DIR
+from .streaming import SAMPLE_KEY, KeyedCollator, StreamingRows, load_data_state, save_data_state
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,12 @@ def build_accelerator(args: MeSaTrainingArguments):
         cpu=use_cpu(args.use_cpu),
         log_with=args.report_to if args.with_tracking else None,
         project_config=ProjectConfiguration(project_dir=str(args.output_dir)),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        # a stream is split over the ranks once by streaming.StreamingRows: no rank-0 dispatch, no second split
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True,
+            data_seed=args.seed,
+            **({"dispatch_batches": False, "split_batches": False} if args.streaming else {}),
+        ),
     )
 
 
@@ -184,7 +190,7 @@ class _Run:
     scheduler: Any
     max_steps: int
     num_epochs: int
-    updates_per_epoch: int
+    updates_per_epoch: int | None
     global_step: int = 0
     start_epoch: int = 0
     batches_done_in_epoch: int = 0
@@ -192,6 +198,12 @@ class _Run:
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     last_checkpoint: str | None = None
     resume_path: Path | None = None
+    last_update_keys: list[str] = field(default_factory=list)
+
+    @property
+    def streaming(self) -> bool:
+        """True for a `streaming.StreamingRows` dataset: no epochs, per-rank data state in the checkpoints."""
+        return isinstance(self.dataloader.dataset, StreamingRows)
 
     @property
     def sharded(self) -> bool:
@@ -214,16 +226,26 @@ def _prepare(model, train_dataset, args, data_collator, accelerator) -> _Run:
         _clean_temporary(output_dir / CHECKPOINTS_DIR)
         _clean_temporary(output_dir)
     accelerator.wait_for_everyone()
-    dataloader = DataLoader(
-        train_dataset,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=True,
-        collate_fn=data_collator,
-        drop_last=args.dataloader_drop_last,
-        num_workers=args.dataloader_num_workers,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    if len(dataloader) < accelerator.num_processes:
+    streaming = isinstance(train_dataset, StreamingRows)
+    if streaming != args.streaming:
+        raise ValueError(
+            f"train: streaming={args.streaming} but the dataset is "
+            f"{'a StreamingRows stream' if streaming else 'map-style'}; build it with mesa_hf.training.StreamingRows "
+            "exactly when args.streaming is set"
+        )
+    if streaming:
+        dataloader = _stream_dataloader(train_dataset, args, data_collator)
+    else:
+        dataloader = DataLoader(
+            train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            shuffle=True,
+            collate_fn=data_collator,
+            drop_last=args.dataloader_drop_last,
+            num_workers=args.dataloader_num_workers,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+    if not streaming and len(dataloader) < accelerator.num_processes:
         raise ValueError(
             f"train: the dataset has {len(train_dataset)} samples, fewer than one batch of "
             f"{args.per_device_train_batch_size} per process for {accelerator.num_processes} processes "
@@ -235,16 +257,23 @@ def _prepare(model, train_dataset, args, data_collator, accelerator) -> _Run:
         _compile(model, args)
     optimizer = build_optimizer(model, args)  # after sharding: FSDP2 replaces the parameters by DTensors
     # the schedule needs the number of updates, known only after the dataloader is sharded
+    # a stream is not prepared: it is already this rank's part (Accelerate would dispatch or split it again)
     if args.fsdp:
         from accelerate.optimizer import AcceleratedOptimizer
 
-        dataloader = accelerator.prepare(dataloader)
+        if not streaming:
+            dataloader = accelerator.prepare(dataloader)
         # not registered with the accelerator: save_state would write rank 0's shards only (DCP saves it)
         optimizer = AcceleratedOptimizer(optimizer, device_placement=False)
+    elif streaming:
+        model, optimizer = accelerator.prepare(model, optimizer)
     else:
         model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
-    per_epoch = steps_per_epoch(len(dataloader), accelerator.gradient_accumulation_steps)
-    max_steps = args.max_train_steps or args.num_train_epochs * per_epoch
+    if streaming:  # no epochs: the stream repeats, every rank stops at max_train_steps
+        per_epoch, max_steps = None, args.max_train_steps
+    else:
+        per_epoch = steps_per_epoch(len(dataloader), accelerator.gradient_accumulation_steps)
+        max_steps = args.max_train_steps or args.num_train_epochs * per_epoch
     # Accelerate's prepared scheduler steps num_processes times per update; build_lr_scheduler lays it out so
     # that update k gets the same learning rate for any number of processes
     scheduler = build_lr_scheduler(optimizer, args, max_steps, accelerator.num_processes)
@@ -269,8 +298,25 @@ def _prepare(model, train_dataset, args, data_collator, accelerator) -> _Run:
         dataloader,
         scheduler,
         max_steps,
-        math.ceil(max_steps / per_epoch),
+        math.ceil(max_steps / per_epoch) if per_epoch else 1,
         per_epoch,
+    )
+
+
+def _stream_dataloader(rows: StreamingRows, args: MeSaTrainingArguments, data_collator) -> DataLoader:
+    """The DataLoader of this rank's stream: batches built in the workers (batch b from worker b % workers), each
+    batch with its samples' keys."""
+    rows.batch_size = args.per_device_train_batch_size
+    if rows.num_workers != args.dataloader_num_workers:
+        raise ValueError(
+            f"train: the stream was built for {rows.num_workers} workers, dataloader_num_workers is "
+            f"{args.dataloader_num_workers}"
+        )
+    return DataLoader(
+        rows,
+        batch_size=args.per_device_train_batch_size,
+        collate_fn=KeyedCollator(data_collator),
+        num_workers=args.dataloader_num_workers,
     )
 
 
@@ -337,6 +383,14 @@ def _resume(run: _Run) -> None:
     run.batches_done_in_epoch = state["batches_done_in_epoch"]
     run.losses, run.eval_history = list(state["losses"]), list(state["eval_history"])
     run.last_checkpoint = str(run.resume_path)
+    if run.streaming:
+        consumed = load_data_state(run.resume_path, run.dataloader.dataset)
+        if consumed != run.batches_done_in_epoch:
+            raise ValueError(
+                f"{run.resume_path}: this rank consumed {consumed} batches, the run {run.batches_done_in_epoch}"
+            )
+        logger.info("%s", run.dataloader.dataset.describe())
+        return
     if run.batches_done_in_epoch >= len(run.dataloader):
         run.start_epoch, run.batches_done_in_epoch = run.start_epoch + 1, 0
 
@@ -354,6 +408,9 @@ def _save_checkpoint(run: _Run, epoch: int, batches_done: int) -> None:
         from .sharding import save_sharded_state
 
         save_sharded_state(tmp, run.model, run.optimizer, run.scheduler, run.global_step)
+    if run.streaming:  # each rank its own file (Accelerate's one dl_state_dict.bin would be overwritten)
+        save_data_state(tmp, run.dataloader.dataset, batches_done, run.last_update_keys)
+        accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {
             "global_step": run.global_step,
@@ -407,18 +464,49 @@ def _micro_step(run: _Run, batch: dict, epoch: int, accumulated: list[torch.Tens
         run.optimizer.zero_grad()
 
 
-def _epoch_loop(run: _Run, train_dataset, eval_fn, step_callback) -> int:
-    """Every epoch from the resumed position to `max_steps` updates; returns the last epoch."""
+def _after_update(
+    run: _Run, epoch: int, batches_done: int, accumulated, window_losses, progress, eval_fn, step_callback
+):
+    """An optimizer update is done: the step count, the loss (mean over processes), logging, evaluation,
+    checkpointing and the callback."""
+    args, accelerator = run.args, run.accelerator
+    run.global_step += 1
+    step_loss = torch.stack(accumulated).mean()
+    if accelerator.num_processes > 1:
+        step_loss = accelerator.reduce(step_loss, reduction="mean")
+    accumulated.clear()
+    run.losses.append(float(step_loss))
+    window_losses.append(run.losses[-1])
+    progress.update(1)
+    progress.set_postfix(loss=f"{run.losses[-1]:.4f}")
+    if run.global_step % args.logging_steps == 0 or run.global_step == run.max_steps:
+        logs = {"train_loss": sum(window_losses) / len(window_losses), "lr": run.scheduler.get_last_lr()[-1]}
+        accelerator.log({**logs, "epoch": epoch}, step=run.global_step)
+        window_losses.clear()
+    if eval_fn is not None and args.eval_steps and run.global_step % args.eval_steps == 0:
+        _evaluate(run, eval_fn)
+    if args.checkpointing_steps and run.global_step % args.checkpointing_steps == 0:
+        _save_checkpoint(run, epoch, batches_done)
+    if step_callback is not None:
+        step_callback(run.global_step, run.losses[-1])
+
+
+def _progress(run: _Run):
     from tqdm.auto import tqdm
 
-    args, accelerator = run.args, run.accelerator
-    progress = tqdm(
+    return tqdm(
         total=run.max_steps,
         initial=run.global_step,
-        disable=not accelerator.is_local_main_process,
+        disable=not run.accelerator.is_local_main_process,
         desc="training",
         leave=False,
     )
+
+
+def _epoch_loop(run: _Run, train_dataset, eval_fn, step_callback) -> int:
+    """Every epoch from the resumed position to `max_steps` updates; returns the last epoch."""
+    accelerator = run.accelerator
+    progress = _progress(run)
     run.model.train()
     window_losses: list[float] = []
     accumulated: list[torch.Tensor] = []
@@ -438,33 +526,47 @@ def _epoch_loop(run: _Run, train_dataset, eval_fn, step_callback) -> int:
                 batches_done += 1
                 if not accelerator.sync_gradients:
                     continue
-                run.global_step += 1
-                step_loss = torch.stack(accumulated).mean()
-                if accelerator.num_processes > 1:
-                    step_loss = accelerator.reduce(step_loss, reduction="mean")
-                accumulated = []
-                run.losses.append(float(step_loss))
-                window_losses.append(run.losses[-1])
-                progress.update(1)
-                progress.set_postfix(loss=f"{run.losses[-1]:.4f}")
-                if run.global_step % args.logging_steps == 0 or run.global_step == run.max_steps:
-                    logs = {
-                        "train_loss": sum(window_losses) / len(window_losses),
-                        "lr": run.scheduler.get_last_lr()[-1],
-                    }
-                    accelerator.log({**logs, "epoch": epoch}, step=run.global_step)
-                    window_losses = []
-                if eval_fn is not None and args.eval_steps and run.global_step % args.eval_steps == 0:
-                    _evaluate(run, eval_fn)
-                if args.checkpointing_steps and run.global_step % args.checkpointing_steps == 0:
-                    _save_checkpoint(run, epoch, batches_done)
-                if step_callback is not None:
-                    step_callback(run.global_step, run.losses[-1])
+                _after_update(run, epoch, batches_done, accumulated, window_losses, progress, eval_fn, step_callback)
                 if run.global_step >= run.max_steps:
                     break
     finally:
         progress.close()
     return epoch
+
+
+def _stream_loop(run: _Run, eval_fn, step_callback) -> int:
+    """A `StreamingRows` stream from the resumed position (its workers skip the consumed batches) to `max_steps`
+    updates; every rank draws the same number of batches. Returns 0 (a stream has no epochs)."""
+    from accelerate.utils import send_to_device
+
+    accelerator = run.accelerator
+    progress = _progress(run)
+    run.model.train()
+    window_losses: list[float] = []
+    accumulated: list[torch.Tensor] = []
+    batches_done = run.batches_done_in_epoch
+    drop = run.dataloader.dataset.drop_batches  # consumed batches the workers could not skip (split_skip)
+    logger.info("%s", run.dataloader.dataset.describe())
+    try:
+        if run.global_step < run.max_steps:
+            for batch in run.dataloader:
+                if drop:
+                    drop -= 1
+                    continue
+                keys = batch.pop(SAMPLE_KEY)
+                if not accumulated:
+                    run.last_update_keys = []
+                run.last_update_keys.extend(keys)
+                _micro_step(run, send_to_device(batch, accelerator.device), 0, accumulated)
+                batches_done += 1
+                if not accelerator.sync_gradients:
+                    continue
+                _after_update(run, 0, batches_done, accumulated, window_losses, progress, eval_fn, step_callback)
+                if run.global_step >= run.max_steps:
+                    break
+    finally:
+        progress.close()
+    return 0
 
 
 def _finish(run: _Run, processor) -> Path:
@@ -517,7 +619,8 @@ def train(
 
     Args:
         model: a `PreTrainedModel` whose ``forward(**batch)`` returns an output with ``.loss``.
-        train_dataset: a map-style dataset (e.g. an HF `Dataset` with a transform) yielding dict samples.
+        train_dataset: a map-style dataset (e.g. an HF `Dataset` with a transform) yielding dict samples, or with
+            ``args.streaming`` a `streaming.StreamingRows` stream (``args.max_train_steps`` updates, no epochs).
         args: `MeSaTrainingArguments`.
         data_collator: builds a batch dict from a list of samples (default: torch's default collate).
         eval_fn: ``eval_fn(model) -> dict`` of metrics, called on every process every `args.eval_steps` updates
@@ -532,7 +635,10 @@ def train(
     accelerator = accelerator if accelerator is not None else build_accelerator(args)
     run = _prepare(model, train_dataset, args, data_collator, accelerator)
     _resume(run)
-    epoch = _epoch_loop(run, train_dataset, eval_fn, step_callback)
+    if run.streaming:
+        epoch = _stream_loop(run, eval_fn, step_callback)
+    else:
+        epoch = _epoch_loop(run, train_dataset, eval_fn, step_callback)
     if eval_fn is not None and not (run.eval_history and run.eval_history[-1]["step"] == run.global_step):
         _evaluate(run, eval_fn)
     final_dir = _finish(run, processor)

@@ -313,6 +313,18 @@ def _synthetic_data(spec: StageSpec, settings: StageSettings, config: MeSaConfig
     return dataset, eval_dataset, description
 
 
+def _stream_or_table(dataset, streaming: bool, stage: str):
+    """`dataset` as the stage reads it: a `datasets.IterableDataset` with `streaming` (a map-style one, e.g. the
+    synthetic world, becomes one of up to 64 shards), else map-style (a stream is refused in one line)."""
+    from datasets import IterableDataset
+
+    if streaming and not isinstance(dataset, IterableDataset):
+        return dataset.to_iterable_dataset(num_shards=min(len(dataset), 64))
+    if not streaming and isinstance(dataset, IterableDataset):
+        raise ValueError(f"{stage}: the training data is a stream (IterableDataset); train it with --streaming")
+    return dataset
+
+
 def _as_option(value: Any) -> Any:
     """A config value as a builder argument (lists become tuples: hashable, as the datasets cache needs)."""
     return tuple(value) if isinstance(value, list) else value
@@ -486,14 +498,24 @@ def run_stage(
         data_description = getattr(getattr(dataset, "info", None), "dataset_name", None) or "custom dataset"
     options = dict(spec.demo.get("transform", {})) if recipe == "demo" else {}
     options.update(settings.transform_options)
-    train_dataset = SeededTransformDataset(
-        dataset, spec.training_transform(config, image_size, **options), seed, normalization
-    )
+    transform = spec.training_transform(config, image_size, **options)
+    streaming = settings.args.streaming if settings.args is not None else bool(settings.training.get("streaming"))
+    dataset = _stream_or_table(dataset, streaming, stage)
 
     # the recipe for this many processes
-    num_processes = process_state(bool(settings.training.get("use_cpu"))).num_processes
-    args, resolved = _resolve_arguments(spec, settings, recipe, config, len(dataset), num_processes)
+    state = process_state(bool(settings.training.get("use_cpu")))
+    num_samples = None if streaming else len(dataset)
+    args, resolved = _resolve_arguments(spec, settings, recipe, config, num_samples, state.num_processes)
     logger.info("%s", resolved.describe())
+    if streaming:
+        from .streaming import StreamingRows
+
+        train_dataset = StreamingRows(
+            dataset, transform, seed, state.process_index, state.num_processes, args.dataloader_num_workers,
+            args.shuffle_buffer_size, normalization,
+        )  # fmt: skip
+    else:
+        train_dataset = SeededTransformDataset(dataset, transform, seed, normalization)
     accelerator = build_accelerator(args)
 
     # held-out evaluation before training (sharded over the processes), and the baseline
@@ -506,7 +528,7 @@ def run_stage(
         eval_fn = _eval_function(spec, eval_loader, accelerator)
         eval_before = eval_fn(model)
         logger.info("%s: held-out evaluation before training: %s", stage, _fmt(eval_before))
-        if settings.compute_baseline and spec.baseline:
+        if settings.compute_baseline and spec.baseline and not streaming:  # the baseline reads the whole set
             try:
                 baseline = average_depth_map_baseline(dataset, eval_loader, config, accelerator)
             except ValueError as err:
