@@ -103,10 +103,12 @@ class StreamingRows(torch.utils.data.IterableDataset):
             )
         # the rank's shards are fixed (every world_size-th), then shuffled among themselves pass after pass
         part = dataset.decode(False).shard(num_shards=world_size, index=rank, contiguous=False)
-        # one input shard at a time: with datasets' multi-shard buffer (max_buffer_input_shards=10, shards read by
-        # a thread pool) one of two 2-process resumes drew a sample elsewhere (cause not found); the IndexError of
-        # shuffle + 2 workers + load_state_dict in datasets 5.2 is in that path too
-        self.dataset = part.shuffle(seed=seed, buffer_size=buffer_size, max_buffer_input_shards=1)
+        # one input shard at a time: with datasets' multi-shard buffer (max_buffer_input_shards=10) one of two
+        # 2-process resumes drew a sample elsewhere, probably the shared-epoch race `_shuffled` now avoids (not
+        # re-measured with 10); the IndexError of shuffle + 2 workers + load_state_dict in datasets 5.2 is in that
+        # path too
+        self._part, self.buffer_size = part, buffer_size
+        self.dataset = self._shuffled(0, seed)
         self.transform, self.normalization = transform, normalization
         self.seed, self.rank, self.world_size, self.num_workers = int(seed), rank, world_size, num_workers
         self.batch_size = 1  # set by the training loop (rows to skip per skipped batch)
@@ -124,13 +126,20 @@ class StreamingRows(torch.utils.data.IterableDataset):
             f"{max(self.num_workers, 1)} reader(s), skipping {self.skip_batches} consumed batches"
         )
 
+    def _shuffled(self, stream_pass: int, seed: int | None = None):
+        """The rank's part shuffled for pass `stream_pass` with seed ``seed + stream_pass``.
+
+        A new dataset per pass, never `set_epoch`: datasets keeps the epoch in a torch tensor in shared memory,
+        which forked DataLoader workers share, so one worker's `set_epoch` would race with another's pass."""
+        seed = self.seed if seed is None else seed
+        return self._part.shuffle(seed=seed + stream_pass, buffer_size=self.buffer_size, max_buffer_input_shards=1)
+
     def _raw_rows(self) -> Iterator[tuple[int, dict]]:
         """(pass, undecoded row) of this worker's part, pass after pass."""
         stream_pass = 0
         while True:
-            self.dataset.set_epoch(stream_pass)
             count = 0
-            for row in self.dataset:
+            for row in self.dataset if stream_pass == 0 else self._shuffled(stream_pass):
                 count += 1
                 yield stream_pass, row
             if count == 0:
