@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -72,3 +74,11 @@ def check_pipeline_on_photo(checkpoint: Path, photo: Path) -> None:
     assert isinstance(result["depth"], Image.Image) and result["depth"].size == (width, height)
     assert np.asarray(result["depth"]).std() > 0
     assert len(depth_estimator([str(photo), Image.open(photo)])) == 2
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """The Python file `path` (a benchmark or example script) imported as module `name`, without running its main."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -163,3 +163,21 @@ def kill_after_checkpoint(
     process.wait()
     psutil.wait_procs(workers, timeout=30)
     assert process.returncode == -signal.SIGKILL
+
+
+def sigkill_and_resume(
+    script: Path, args: list[str], runs: Path, cache: Path, kill_at: int = 4
+) -> tuple[dict, int, float]:
+    """Run `script` with `args` to the end in ``runs/uninterrupted``; run it again in ``runs/killed``, SIGKILLed
+    once checkpoint ``step_{kill_at}`` exists, then resumed with ``--resume_from_checkpoint latest``. Returns the
+    resumed run's stage_results.json, the step it resumed from and the max weight difference of the two runs."""
+    run_script(script, [*args, "--output_dir", str(runs / "uninterrupted")], cache)
+    killed = runs / "killed"
+    kill_after_checkpoint(
+        script, [*args, "--output_dir", str(killed)], cache, killed / "checkpoints" / f"step_{kill_at}"
+    )
+    assert not (killed / "stage_results.json").exists()
+    run_script(script, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"], cache)
+    recorded = complete_folder(killed)
+    resumed_step = int(Path(recorded["resumed_from"]).name.split("_")[1])
+    return recorded, resumed_step, max_weight_difference(killed, runs / "uninterrupted")

@@ -3,7 +3,6 @@ depth in millimetres, 3-frame clips) and one tiny run prints both tables (no tim
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,13 @@ from PIL import Image
 from mesa_hf.data.decoders import decode_depth
 from mesa_hf.data.synthetic import synthetic_view
 
+from .helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "data.py"
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("data_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "data_benchmark")
 
 
 def test_generated_files_have_the_stated_formats_and_the_depth_round_trips(tmp_path):

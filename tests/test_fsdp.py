@@ -30,9 +30,9 @@ from .multiprocess_support import (
     PRETRAIN,
     ROOT,
     complete_folder,
-    kill_after_checkpoint,
     max_weight_difference,
     run_script,
+    sigkill_and_resume,
 )
 
 WORKER = ROOT / "tests" / "fsdp_shard_worker.py"
@@ -131,16 +131,9 @@ def test_stage_folder_holds_the_full_weights_and_loads(runs, tmp_path):
 def test_sigkill_under_fsdp_resumes_to_the_uninterrupted_weights(tmp_path, cache):
     args = [*FINETUNE_ARGS, "--max_train_steps", "8", "--checkpointing_steps", "2", "--save_total_limit", "5"]
     args += ["--fsdp", "full_shard"]
-    run_script(FINETUNE, [*args, "--output_dir", str(tmp_path / "uninterrupted")], cache)
-    killed = tmp_path / "killed"
-    kill_after_checkpoint(FINETUNE, [*args, "--output_dir", str(killed)], cache, killed / "checkpoints" / "step_4")
-    assert not (killed / "stage_results.json").exists()
-    run_script(FINETUNE, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"], cache)
-    recorded = complete_folder(killed)
-    resumed_step = int(Path(recorded["resumed_from"]).name.split("_")[1])
+    recorded, resumed_step, difference = sigkill_and_resume(FINETUNE, args, tmp_path, cache)
     assert recorded["global_step"] == 8 and 4 <= resumed_step < 8
     assert (Path(recorded["resumed_from"]) / FSDP_STATE_DIR / ".metadata").is_file()
-    difference = max_weight_difference(killed, tmp_path / "uninterrupted")
     print(f"--fsdp full_shard, SIGKILL after step_{resumed_step}, resumed: max |w - w_uninterrupted| = {difference}")
     assert difference == 0.0
 

@@ -16,7 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .multiprocess_support import FINETUNE, FINETUNE_ARGS, PRETRAIN, STAGE_FILES, kill_after_checkpoint, run_nodes
+from .multiprocess_support import (
+    FINETUNE,
+    FINETUNE_ARGS,
+    PRETRAIN,
+    STAGE_FILES,
+    run_nodes,
+    sigkill_and_resume,
+)
 from .multiprocess_support import complete_folder as _complete
 from .multiprocess_support import max_weight_difference as _max_difference
 from .multiprocess_support import run_script as _run
@@ -134,14 +141,7 @@ def test_pretrain_all_on_two_processes_completes_every_stage(tmp_path, cache):
 
 def test_sigkill_on_two_processes_resumes_to_the_uninterrupted_weights(tmp_path, cache):
     args = [*FINETUNE_ARGS, "--max_train_steps", "8", "--checkpointing_steps", "2", "--save_total_limit", "5"]
-    _run(FINETUNE, [*args, "--output_dir", str(tmp_path / "uninterrupted")], cache)
-    killed = tmp_path / "killed"
-    kill_after_checkpoint(FINETUNE, [*args, "--output_dir", str(killed)], cache, killed / "checkpoints" / "step_4")
-    assert not (killed / "stage_results.json").exists()
-    _run(FINETUNE, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"], cache)
-    recorded = _complete(killed)
-    resumed_step = int(Path(recorded["resumed_from"]).name.split("_")[1])
+    recorded, resumed_step, difference = sigkill_and_resume(FINETUNE, args, tmp_path, cache)
     assert recorded["global_step"] == 8 and 4 <= resumed_step < 8
-    difference = _max_difference(killed, tmp_path / "uninterrupted")
     print(f"2 processes, SIGKILL after step_{resumed_step}, resumed: max |w - w_uninterrupted| = {difference}")
     assert difference == 0.0
