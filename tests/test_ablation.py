@@ -69,15 +69,16 @@ def _run(args: list[str], cache: Path, processes: int = 1, check: bool = True) -
 
 
 def test_split_budget_follows_the_demo_recipe_proportions_and_sums_exactly():
-    # one update each, then the rest by the weights masked 120, geometric 120, supervised 500:
-    # 297 * (120, 120, 500) / 740 = (48.16, 48.16, 200.68) -> 1 + (48, 48, 200) = 299, the largest remainder
-    # (supervised .68) gets the last one
-    assert split_budget(VARIANTS["mesa"], 300) == {"masked": 49, "geometric": 49, "supervised": 202}
+    # one update each, then the rest by the weights masked 120, geometric 240, supervised 500:
+    # 297 * (120, 240, 500) / 860 = (41.44, 82.88, 172.67) -> 1 + (41, 82, 172) = 298, the two largest remainders
+    # (geometric .88, supervised .67) get the last two
+    assert split_budget(VARIANTS["mesa"], 300) == {"masked": 42, "geometric": 84, "supervised": 174}
     # 148 * (120, 500) / 620 = (28.65, 119.35) -> 1 + (28, 119) = 149, masked (.65) gets the last one
     assert split_budget(VARIANTS["masked_supervised"], 150) == {"masked": 30, "supervised": 120}
     assert split_budget(VARIANTS["masked"], 150) == {"masked": 150}
     assert split_budget(VARIANTS["scratch"], 150) == {}
-    assert split_budget(VARIANTS["mesa"], 6) == {"masked": 2, "geometric": 1, "supervised": 3}
+    # 3 * (120, 240, 500) / 860 = (0.42, 0.84, 1.74) -> 1 + (0, 0, 1) = 4; geometric (.84) and supervised (.74) +1
+    assert split_budget(VARIANTS["mesa"], 6) == {"masked": 1, "geometric": 2, "supervised": 3}
     assert split_budget(VARIANTS["mesa"], 3) == {"masked": 1, "geometric": 1, "supervised": 1}
     for total in range(3, 40):
         assert sum(split_budget(VARIANTS["mesa"], total).values()) == total

@@ -108,6 +108,10 @@ class MeSaConfig(PreTrainedConfig):
         disp_min_depth, disp_max_depth (`float`): the depth range of `depth_head_output="disparity"`, metres.
         frame_offsets, ssim_weight, smoothness_weight, num_scales, pose_source, pose_*: the geometric
             (self-supervised video) objective and its pose network.
+        depth_scale_search (`bool`): the geometric loss first rescales each image's depth by the factor in
+            [0.5, 2] with the lowest photometric loss (`modeling_mesa.photometric_depth_scale`), and pulls the depth
+            towards that scale with weight `depth_scale_weight` (squared log-ratio). With metric dataset poses a
+            network that gets a room's scale wrong by more than about 20 % otherwise sees no structure signal.
         window_attention (`str`): `"sdpa"` (fused) or `"eager"` (transformers' stock Swin-V2 attention).
         camera_intrinsics (`dict`, *optional*): the camera the checkpoint was trained on, `{"fx", "fy", "cx", "cy",
             "width", "height"}` in pixels of a `width` x `height` image (e.g. NYUv2's Kinect at 640x480). Predictions
@@ -154,6 +158,8 @@ class MeSaConfig(PreTrainedConfig):
     pose_embedding_size: int = 64
     pose_rotation_scale: float = 0.01
     pose_translation_scale: float = 0.1
+    depth_scale_search: bool = False
+    depth_scale_weight: float = 0.01
     # encoder attention kernel
     window_attention: str = "sdpa"
     # the training camera (intrinsics at a reference size) predictions fall back to
@@ -209,6 +215,8 @@ class MeSaConfig(PreTrainedConfig):
             raise ValueError(
                 f"frame_offsets are source frames relative to the target and cannot hold 0: {self.frame_offsets}"
             )
+        if self.depth_scale_weight < 0:
+            raise ValueError(f"depth_scale_weight must be >= 0, got {self.depth_scale_weight}")
         if self.pose_source not in POSE_SOURCES:
             raise ValueError(f"pose_source must be one of {POSE_SOURCES}, got {self.pose_source!r}")
         if self.window_attention not in WINDOW_ATTENTION_IMPLEMENTATIONS:

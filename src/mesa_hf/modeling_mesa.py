@@ -447,6 +447,8 @@ class MeSaSelfSupervisedOutput(ModelOutput):
     predicted_depth: (B, H, W) metres at full resolution.
     poses: (B, S, 4, 4) target->source transforms used for warping (from the dataset or the pose network).
     auto_mask: (B, 1, H, W) bool, pixels where a warped source beat the unwarped ones (full scale).
+    depth_scale: (B,) the factor the photometric loss rescaled each image's depth by (`config.depth_scale_search`;
+        None without it).
     hidden_states: as `MeSaForDepthEstimation`.
     """
 
@@ -454,6 +456,7 @@ class MeSaSelfSupervisedOutput(ModelOutput):
     predicted_depth: torch.Tensor | None = None
     poses: torch.Tensor | None = None
     auto_mask: torch.Tensor | None = None
+    depth_scale: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
@@ -535,6 +538,62 @@ def self_supervised_scale_loss(
         image = F.interpolate(target_image, size=scale_depth.shape[-2:], mode="bilinear", align_corners=False)
     smoothness = edge_aware_smoothness(1.0 / scale_depth, image)
     return per_pixel.mean() + smoothness_weight * smoothness, auto_mask
+
+
+@torch.no_grad()
+def photometric_depth_scale(
+    depth: torch.Tensor,
+    target_image: torch.Tensor,
+    source_images: torch.Tensor,
+    poses: torch.Tensor,
+    intrinsics: torch.Tensor,
+    identity_errors: torch.Tensor | None,
+    ssim_weight: float,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    coarse_steps: int = 7,
+    fine_steps: int = 5,
+) -> torch.Tensor:
+    """The factor (B,) that, multiplying each image's `depth` (B, 1, h, w) metres, gives the lowest mean photometric
+    loss of `self_supervised_scale_loss` (minimum reprojection with auto-masking, no smoothness; inputs as there).
+
+    A coarse-to-fine search without gradient: `coarse_steps` factors spaced geometrically over `scale_range`, then
+    `fine_steps` over one coarse step around the best. With known (metric) poses the photometric loss only sees
+    structure near the right scale (about ±20 %): a network that cannot yet tell each room's scale gets the structure
+    signal at the best scale instead (the depth-factorisation idea of MonoIndoor, docs/training.md).
+    """
+    low, high = scale_range
+    if not 0 < low < 1 < high or coarse_steps < 2 or fine_steps < 1:
+        raise ValueError(f"need 0 < low < 1 < high and coarse_steps >= 2, got {scale_range}, {coarse_steps}")
+    height, width = target_image.shape[-2:]
+    if depth.shape[-2:] != (height, width):
+        depth = F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=False)
+    batch = depth.shape[0]
+
+    def errors_of(factors: torch.Tensor) -> torch.Tensor:  # (B, K) factors -> (B, K) mean per-image losses
+        columns = []
+        for k in range(factors.shape[1]):
+            scaled = depth * factors[:, k].view(batch, 1, 1, 1)
+            reprojection = torch.cat(
+                [
+                    photometric_error(
+                        warp_frame(source_images[:, j], scaled, poses[:, j], intrinsics)[0], target_image, ssim_weight
+                    )
+                    for j in range(poses.shape[1])
+                ],
+                dim=1,
+            )
+            columns.append(min_reprojection_loss(reprojection, identity_errors)[0].flatten(1).mean(1))
+        return torch.stack(columns, dim=1)
+
+    log_low, log_high = math.log(low), math.log(high)
+    step = (log_high - log_low) / (coarse_steps - 1)
+    coarse = torch.linspace(log_low, log_high, coarse_steps, device=depth.device).exp().expand(batch, -1)
+    best = coarse.gather(1, errors_of(coarse).argmin(1, keepdim=True))
+    offsets = torch.linspace(-step / 2, step / 2, fine_steps, device=depth.device).exp() if fine_steps > 1 else None
+    if offsets is None:
+        return best[:, 0]
+    fine = best * offsets[None]
+    return fine.gather(1, errors_of(fine).argmin(1, keepdim=True))[:, 0]
 
 
 class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
@@ -634,6 +693,18 @@ class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
             ],
             dim=1,
         )
+        depth_scale, scale_pull = None, None
+        if self.config.depth_scale_search:
+            depth_scale = photometric_depth_scale(
+                depth[:, None].detach(), target_image, source_images, poses, intrinsics, identity,
+                self.config.ssim_weight,
+            )  # fmt: skip
+            log_factor = depth_scale.log().view(-1, 1, 1, 1)
+            # each scale's depth moves towards the found scale (the squared log-ratio); the loss sees the rescaled one
+            scale_pull = torch.stack(
+                [(d.log() - (d.detach().log() + log_factor)).pow(2).mean() for d in scale_depths]
+            ).mean()
+            scale_depths = [d * log_factor.exp() for d in scale_depths]
         losses, auto_mask = [], None
         for scale, scale_depth in enumerate(scale_depths):
             scale_loss, mask = self_supervised_scale_loss(
@@ -650,8 +721,15 @@ class MeSaForSelfSupervisedDepth(MeSaPreTrainedModel):
                 auto_mask = mask
             losses.append(scale_loss)
         loss = torch.stack(losses).mean()
+        if scale_pull is not None:
+            loss = loss + self.config.depth_scale_weight * scale_pull
         output = MeSaSelfSupervisedOutput(
-            loss=loss, predicted_depth=depth, poses=poses, auto_mask=auto_mask, hidden_states=hidden_states
+            loss=loss,
+            predicted_depth=depth,
+            poses=poses,
+            auto_mask=auto_mask,
+            depth_scale=depth_scale,
+            hidden_states=hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -665,5 +743,6 @@ __all__ = [
     "MeSaPoseNetwork",
     "MeSaPreTrainedModel",
     "MeSaSelfSupervisedOutput",
+    "photometric_depth_scale",
     "self_supervised_scale_loss",
 ]

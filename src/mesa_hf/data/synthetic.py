@@ -44,6 +44,11 @@ WALL_FACES, FLOOR_FACE, CEILING_FACE = (0, 1, 4, 5), 2, 3
 TEXEL_SIZE = 0.02  # metres per texel on every surface (one texture period: TEXTURE_SIZE x 2 cm = 5.12 m)
 FLOOR_TILES_PER_PERIOD = 8  # floor tiles of 5.12 m / 8 = 0.64 m
 FLOOR_TILE_SIZE = TEXTURE_SIZE * TEXEL_SIZE / FLOOR_TILES_PER_PERIOD
+MID_DETAIL_GAIN, FINE_DETAIL_GAIN = 0.45, 0.2  # amplitude of the 16–32 cm and 4–8 cm detail in every pattern
+WALL_CONTRAST = 0.4  # the wall paint's dark shade, as a fraction of its light one
+# Part of every synthetic dataset's fingerprint: datasets caches `Dataset.from_generator` by the generator's name and
+# arguments, not by the renderer's code, so a world that renders differently must bump this (3: mid-scale detail).
+WORLD_VERSION = 3
 
 
 @dataclass
@@ -87,14 +92,20 @@ def _interp_matrix(size: int, cells: int) -> np.ndarray:
 
 def make_pattern(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
     """A random periodic scalar pattern (size, size) float32 in [0, 1]: multi-octave value noise (4 to 128
-    cells per period) under a random motif (plain, bent stripes, tiles with grout lines, or checks), with a
-    strong fine-scale component so that every pixel carries photometric detail."""
+    cells per period) under a random motif (plain, bent stripes, tiles with grout lines, or checks), with a strong
+    mid-scale component (16–32 cm cells, `MID_DETAIL_GAIN`) and a weaker fine one (4–8 cm, `FINE_DETAIL_GAIN`).
+
+    The mid scale is what a 96x128 view resolves at every depth of a room (a 16 cm cell is 5 px wide at 3 m and
+    still 2 px at 8 m), so the band-limited render keeps texture detail whose image size shrinks with distance:
+    without it, mip filtering leaves the far walls almost uniform (docs/datasets.md, "The synthetic world is
+    band-limited")."""
     layers = []
     for k in range(6):
         m = _interp_matrix(size, 4 * 2**k)
         layers.append(m @ rng.random((m.shape[1],) * 2, dtype=np.float32) @ m.T)
     coarse = sum(0.6**k * layer for k, layer in enumerate(layers)) / sum(0.6**k for k in range(6))
-    fine = layers[4] + layers[5] - 1.0  # zero-mean detail at 2–4 texels
+    mid = layers[2] + layers[3] - 1.0  # zero-mean detail at 8–16 texels (16–32 cm)
+    fine = layers[4] + layers[5] - 1.0  # zero-mean detail at 2–4 texels (4–8 cm)
     u = np.arange(size, dtype=np.float32)[None, :] / size
     v = np.arange(size, dtype=np.float32)[:, None] / size
     kind = rng.integers(4)
@@ -109,7 +120,7 @@ def make_pattern(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarr
         motif = ((np.floor(u * n) + np.floor(v * n)) % 2) * 0.6 + 0.4 * coarse
     else:
         motif = (coarse - coarse.min()) / (np.ptp(coarse) + 1e-6)
-    return np.clip(0.8 * motif + 0.1 + 0.35 * fine, 0.0, 1.0).astype(np.float32)
+    return np.clip(0.6 * motif + 0.2 + MID_DETAIL_GAIN * mid + FINE_DETAIL_GAIN * fine, 0.0, 1.0).astype(np.float32)
 
 
 def make_floor_tiles(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
@@ -245,7 +256,7 @@ def make_room(seed: int | np.random.Generator, num_spheres: int | None = None, f
     pattern_index[FLOOR_FACE] = len(patterns) - 1
     colours = np.stack([rng.uniform(0.15, 0.95, (n_obj, 3)), rng.uniform(0.03, 0.6, (n_obj, 3))], axis=1)
     wall_paint, ceiling, floor = rng.uniform(0.55, 0.9, 3), rng.uniform(0.85, 0.95), rng.uniform(0.2, 0.6, 3)
-    colours[list(WALL_FACES)] = np.stack([wall_paint, 0.7 * wall_paint])
+    colours[list(WALL_FACES)] = np.stack([wall_paint, WALL_CONTRAST * wall_paint])
     colours[CEILING_FACE] = np.array([[ceiling], [0.8 * ceiling]])  # grey
     colours[FLOOR_FACE] = np.stack([floor, 0.35 * floor])
     texel_scale = np.full(n_obj, 1 / TEXEL_SIZE)
@@ -638,13 +649,15 @@ def synthetic_clip(
     }
 
 
-def _depth_rows(num_samples, height, width, seed, views_per_room, band_limited=True):
+def _depth_rows(num_samples, height, width, seed, views_per_room, band_limited=True, world_version=WORLD_VERSION):
     for i in range(num_samples):
         image, depth, k, _, scene = synthetic_view(seed, i, height, width, views_per_room, band_limited)
         yield {"image": _png_bytes(image), "depth": depth, "intrinsics": k.astype(np.float32).tolist(), "scene": scene}
 
 
-def _video_rows(num_clips, height, width, seed, frame_offsets, speed, clips_per_room, band_limited=True):
+def _video_rows(
+    num_clips, height, width, seed, frame_offsets, speed, clips_per_room, band_limited=True, world_version=WORLD_VERSION
+):
     for i in range(num_clips):
         clip = synthetic_clip(seed, i, height, width, frame_offsets, speed, clips_per_room, band_limited)
         yield {
@@ -659,12 +672,13 @@ def _video_rows(num_clips, height, width, seed, frame_offsets, speed, clips_per_
         }
 
 
-def _image_rows(num_samples, height, width, seed, views_per_room, band_limited=True):
+def _image_rows(num_samples, height, width, seed, views_per_room, band_limited=True, world_version=WORLD_VERSION):
     for i in range(num_samples):
         yield {"image": _png_bytes(synthetic_view(seed, i, height, width, views_per_room, band_limited)[0])}
 
 
 def _build(generator, features, gen_kwargs, streaming, cache_dir):
+    gen_kwargs = {**gen_kwargs, "world_version": WORLD_VERSION}  # a new world is a new cache entry
     if streaming:
         return IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs)
     return Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, cache_dir=cache_dir)

@@ -57,7 +57,7 @@ INIT_FOLDER = "init"
 
 def split_budget(stages: Sequence[StageSpec], total_updates: int) -> dict[str, int]:
     """Split `total_updates` optimizer updates over `stages` in proportion to their demo-recipe lengths (masked
-    120, geometric 120, supervised 500: MeSa's schedule, where the supervised stage is the longest): one update
+    120, geometric 240, supervised 500: MeSa's schedule, where the supervised stage is the longest): one update
     each, then the rest in proportion, rounded by largest remainder, so the parts sum to `total_updates` exactly.
     No stages = no updates. Keys: the stage names."""
     stages = list(stages)

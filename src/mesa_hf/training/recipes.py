@@ -213,6 +213,7 @@ STAGES: dict[str, StageSpec] = {
             "disp_min_depth": HyperParameter(0.1, _INDOOR + ": min/max depth 0.1 / 10 m"),
             "disp_max_depth": HyperParameter(10.0, _INDOOR),
             "pose_translation_scale": HyperParameter(0.1, _PROTOTYPE + ": Monodepth2's 0.01 stays near zero indoors"),
+            "depth_scale_search": HyperParameter(False, _MONODEPTH2 + ": no per-image scale search"),
         },
         backbone={
             "image_size": HyperParameter([288, 384], _INDOOR + ": frames resized to 288x384"),
@@ -221,15 +222,16 @@ STAGES: dict[str, StageSpec] = {
         },
         demo={
             "per_device_train_batch_size": 4,
-            "learning_rate": 5e-4,
-            "min_learning_rate": 5e-5,
+            "learning_rate": 1e-3,
+            "min_learning_rate": 1e-4,
             "lr_schedule": "cosine",
             "num_warmup_steps": 10,
-            "max_train_steps": 120,
+            "max_train_steps": 240,
             "num_samples": 160,
             # frames [0, -3, +3]: about 5 px of parallax at the median depth (3 px of rotation), where [0, -1, +1]
             # gives 1.7 px, below what the photometric loss resolves (docs/recipes.md, demo departures)
-            "config": {"pose_source": "dataset", "num_scales": 2, "frame_offsets": [-3, 3]},
+            # with metric dataset poses, the loss searches each image's depth scale first (docs/recipes.md)
+            "config": {"pose_source": "dataset", "num_scales": 2, "frame_offsets": [-3, 3], "depth_scale_search": True},
         },
         synthetic_seed=12,
         headline_metric="median_scaled_abs_rel",
