@@ -65,11 +65,18 @@ def _torch_depth(model, pixel_values: np.ndarray, inner, size) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The test-preset model exported at 96x128 with a dynamic batch axis and int8."""
+    """The test-preset model exported at 96x128 with a dynamic batch axis and static int8."""
     root = tmp_path_factory.mktemp("onnx")
     checkpoint = _checkpoint(root / "checkpoint")
     record = export_onnx(
-        checkpoint, root / "export", HEIGHT, WIDTH, dynamic_batch=True, quantize="int8", log=lambda _: None
+        checkpoint,
+        root / "export",
+        HEIGHT,
+        WIDTH,
+        dynamic_batch=True,
+        quantize="int8",
+        int8_mode="static",
+        log=lambda _: None,
     )
     return checkpoint, root / "export", record
 
@@ -193,15 +200,17 @@ def test_int8_export_is_static_qdq_and_within_2_percent_of_fp32(exported):
     assert 0.0 < np.mean(np.abs(int8 - fp32) / fp32) < 0.02
 
 
-def test_dynamic_int8_mode_is_still_available(exported, tmp_path):
+def test_dynamic_int8_is_the_default_and_skips_the_position_bias_mlp(exported, tmp_path):
     import onnx
 
     _, folder, _ = exported
-    record = quantize_int8(folder / "model.onnx", tmp_path / "dynamic.onnx", mode="dynamic")
+    record = quantize_int8(folder / "model.onnx", tmp_path / "dynamic.onnx")
     assert record["mode"] == "dynamic" and "calibration" not in record
     ops = [node.op_type for node in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node]
     assert "DynamicQuantizeLinear" in ops and "QuantizeLinear" not in ops
     assert record["quantized_matmuls"] == ops.count("MatMulInteger")
+    for node in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node:  # constant inputs stay fp32 (folded at load)
+        assert node.op_type != "MatMulInteger" or "continuous_position_bias_mlp" not in node.name
     pixel_values, _ = letterbox(_photo(HEIGHT, WIDTH, index=2), HEIGHT, WIDTH)
     fp32 = onnxruntime_depth(folder / "model.onnx", pixel_values)
     dynamic = onnxruntime_depth(tmp_path / "dynamic.onnx", pixel_values)
