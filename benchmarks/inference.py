@@ -212,6 +212,37 @@ def export_accuracy_checkpoint(checkpoint: str, images: str, mode: str, folder: 
 
 def measure_deploy(row: str, batch: int, repeats: int, threads: int, export_dir: str) -> dict:
     """Median latency (s) of one deployment row at `threads` threads."""
+    forward, size, options = deploy_forward(row, batch, threads, export_dir)
+    forward()  # warm-up
+    return {"row": row, "batch": batch, "latency_s": _median_call(forward, repeats), "size": size, "options": options}
+
+
+def measure_interleaved(rows: list[str], batch: int, repeats: int, rounds: int, threads: int, export_dir: str) -> list:
+    """All `rows` loaded in one process and timed in turn, `rounds` times: each round gives every row the median of
+    `repeats` calls, so that the rows of one round see the same machine load. Returns one list of rows per round."""
+    built = {row: deploy_forward(row, batch, threads, export_dir) for row in rows}
+    for forward, _, _ in built.values():
+        forward()  # warm-up
+    return [
+        [
+            {"row": row, "batch": batch, "latency_s": _median_call(forward, repeats), "size": size, "options": options}
+            for row, (forward, size, options) in built.items()
+        ]
+        for _ in range(rounds)
+    ]
+
+
+def _median_call(forward, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def deploy_forward(row: str, batch: int, threads: int, export_dir: str) -> tuple:
+    """(forward(), input size text, ORT session options text) of one deployment row at `threads` threads."""
     torch.set_num_threads(threads)
     height, width = (256, 256) if row == "dpt-swinv2-256" else (HEIGHT, WIDTH)
     generator = torch.Generator().manual_seed(0)
@@ -243,19 +274,7 @@ def measure_deploy(row: str, batch: int, repeats: int, threads: int, export_dir:
             with torch.inference_mode():
                 return model(pixel_values=pixel_values).predicted_depth
 
-    forward()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward()
-        times.append(time.perf_counter() - start)
-    return {
-        "row": row,
-        "batch": batch,
-        "latency_s": statistics.median(times),
-        "size": f"{height}x{width}",
-        "options": options,
-    }
+    return forward, f"{height}x{width}", options
 
 
 def run_deploy(
@@ -266,6 +285,7 @@ def run_deploy(
     rounds: int = 1,
     accuracy_checkpoint: str | None = None,
     accuracy_images: str = str(DATA.parent),
+    interleave: bool = False,
 ) -> None:
     """The deployment table: `rounds` passes over `rows` x `batches` (each row in a fresh process, rows of one pass
     back to back so that they see the same machine load); latency = median over passes, ratio = median over passes
@@ -279,8 +299,14 @@ def run_deploy(
             for mode in (modes if accuracy_checkpoint else ())
         ]
         load_before = os.getloadavg()
-        passes = []
-        for index in range(rounds):
+        passes = [] if not interleave else [[] for _ in range(rounds)]
+        for batch in batches if interleave else ():
+            count = repeats if batch == 1 else max(1, repeats - 1)
+            args = ["interleave", str(batch), str(count), str(rounds), str(threads), folder, *rows]
+            for index, measured in enumerate(_run_isolated(args)):
+                passes[index] += measured
+            print(f"  measured {', '.join(rows)} batch {batch}, interleaved in one process", file=sys.stderr)
+        for index in range(0 if interleave else rounds):
             measured = []
             for batch in batches:
                 for row in rows:
@@ -296,7 +322,7 @@ def run_deploy(
     print(
         f"deployment on CPU, {threads} threads (torch.set_num_threads / ORT intra_op_num_threads); median of "
         f"{repeats} (batch 1) / {max(1, repeats - 1)} (batch 4) timed calls after a warm-up; {rounds} pass(es) over "
-        f"the rows, each in a fresh process"
+        + ("the rows, all loaded in one process (interleaved)" if interleave else "the rows, each in a fresh process")
     )
     print(f"load average (1/5/15 min) before the timed passes {_load(load_before)}, after {_load(load_after)}")
     for line in options:
@@ -364,6 +390,9 @@ def main() -> None:
     )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4], help="deployment batch sizes")
     parser.add_argument("--no-pipeline", action="store_true", help="--deploy without the pipeline overhead")
+    parser.add_argument(
+        "--interleave", action="store_true", help="--deploy rows loaded in one process and timed in turn each round"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="passes over the deployment rows (ratios per pass)")
     parser.add_argument(
         "--accuracy-checkpoint",
@@ -386,6 +415,8 @@ def main() -> None:
             result = export_for_deploy(rest[0], static_int8=rest[1] == "1")
         elif kind == "accuracy":
             result = export_accuracy_checkpoint(*rest)
+        elif kind == "interleave":
+            result = measure_interleaved(rest[5:], int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         elif kind == "deploy":
             result = measure_deploy(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         else:
@@ -396,7 +427,14 @@ def main() -> None:
 
     repeats = args.repeats or (1 if args.quick else 3)
     if args.deploy:
-        deploy = (tuple(args.rows), tuple(args.batches), args.rounds, args.accuracy_checkpoint, args.accuracy_images)
+        deploy = (
+            tuple(args.rows),
+            tuple(args.batches),
+            args.rounds,
+            args.accuracy_checkpoint,
+            args.accuracy_images,
+            args.interleave,
+        )
         run_deploy(repeats, args.threads, *deploy)
         if not args.no_pipeline:
             print_pipeline_overhead(repeats, args.device)
@@ -423,7 +461,14 @@ def main() -> None:
             f"| {r['model']} | {r['params_m']:.1f} | {r['batch']} | {r['dtype']} | {r['latency_s']:.3f} | "
             f"{r['batch'] / r['latency_s']:.2f} | {r['peak_mib']:.0f} | {ratio:.2f} |"
         )
-    deploy = (tuple(args.rows), tuple(args.batches), args.rounds, args.accuracy_checkpoint, args.accuracy_images)
+    deploy = (
+        tuple(args.rows),
+        tuple(args.batches),
+        args.rounds,
+        args.accuracy_checkpoint,
+        args.accuracy_images,
+        args.interleave,
+    )
     run_deploy(repeats, args.threads, *deploy)
     print_pipeline_overhead(repeats, args.device)
 

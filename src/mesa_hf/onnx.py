@@ -497,7 +497,7 @@ def quantize_int8(
 def _int8_summary(quantization: dict[str, Any]) -> str:
     """One phrase for logs and the README: how `model_int8.onnx` was quantised."""
     if quantization["mode"] == "dynamic":
-        return "dynamic quantisation, QInt8 MatMul/Gemm weights, activations quantised per call"
+        return f"dynamic, {quantization['weight_type']} MatMul/Gemm weights, activations quantised per call"
     return (
         f"static QDQ, {quantization['weight_type']} MatMul/Gemm weights, {quantization['activation_type']} "
         f"activations calibrated ({quantization['calibration']}) on {quantization['calibration_images']} images; "
