@@ -217,6 +217,19 @@ def test_dynamic_int8_is_the_default_and_skips_the_position_bias_mlp(exported, t
     assert 0.0 < np.mean(np.abs(dynamic - fp32) / fp32) < 0.02
 
 
+def test_cli_int8_mode_static_is_recorded(tmp_path):
+    checkpoint = _checkpoint(tmp_path / "checkpoint")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(_photo(HEIGHT, WIDTH, index=4)).save(photo)
+    args = ["export", "onnx", str(checkpoint), str(tmp_path / "out"), "--height", str(HEIGHT), "--width", str(WIDTH)]
+    assert main([*args, "--quantize", "int8", "--int8-mode", "static", "--images", str(photo)]) == 0
+    config = json.loads((tmp_path / "out" / "export_config.json").read_text())
+    assert config["int8_quantization"]["mode"] == "static" and config["int8_quantization"]["calibration_images"] == 1
+    assert 0.0 < config["int8_mean_relative_difference"] < 0.02
+    depth = OnnxDepthEstimator(tmp_path / "out", model_file="model_int8.onnx")(_photo(HEIGHT, WIDTH, index=5))
+    assert depth.shape == (HEIGHT, WIDTH) and np.isfinite(depth).all() and depth.min() > 0
+
+
 @pytest.mark.parametrize(
     "calibration,mode,message",
     [
