@@ -357,8 +357,9 @@ def _load(values: tuple[float, float, float]) -> str:
 
 def _int8_line(what: str, record: dict) -> str:
     quantization = record["int8_quantization"]
+    calibration = quantization.get("calibration", "none")
     return (
-        f"int8 ({quantization['mode']}, {quantization.get('format')}, calibration {quantization.get('calibration')}) "
+        f"int8 ({quantization['mode']}, {quantization['format']}, calibration {calibration}) "
         f"vs ONNX Runtime fp32 on {record['verified_images']} images ({what}): mean relative depth difference "
         f"{100 * record['int8_mean_relative_difference']:.2f} %"
     )
