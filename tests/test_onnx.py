@@ -25,6 +25,7 @@ from mesa_hf.onnx import (
     OnnxExportError,
     export_onnx,
     letterbox,
+    quantize_int8,
     resize_bilinear,
 )
 
@@ -46,6 +47,14 @@ def _checkpoint(folder: Path, height: int = HEIGHT, width: int = WIDTH) -> Path:
     return folder
 
 
+def onnxruntime_depth(model_path: Path, pixel_values: np.ndarray) -> np.ndarray:
+    """(H, W) depth of one (3, H, W) input from the ONNX model file at `model_path` (CPU)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return session.run(["predicted_depth"], {"pixel_values": pixel_values[None]})[0][0]
+
+
 def _torch_depth(model, pixel_values: np.ndarray, inner, size) -> np.ndarray:
     """PyTorch reference for one letterboxed image: forward, crop the image part, bilinear resize back."""
     with torch.inference_mode():
@@ -56,11 +65,18 @@ def _torch_depth(model, pixel_values: np.ndarray, inner, size) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The test-preset model exported at 96x128 with a dynamic batch axis and int8."""
+    """The test-preset model exported at 96x128 with a dynamic batch axis and static int8."""
     root = tmp_path_factory.mktemp("onnx")
     checkpoint = _checkpoint(root / "checkpoint")
     record = export_onnx(
-        checkpoint, root / "export", HEIGHT, WIDTH, dynamic_batch=True, quantize="int8", log=lambda _: None
+        checkpoint,
+        root / "export",
+        HEIGHT,
+        WIDTH,
+        dynamic_batch=True,
+        quantize="int8",
+        int8_mode="static",
+        log=lambda _: None,
     )
     return checkpoint, root / "export", record
 
@@ -161,14 +177,76 @@ def test_dynamic_batch_gives_the_single_image_results(exported):
         np.testing.assert_allclose(estimator(photo), depth, atol=1e-5)
 
 
-def test_int8_export_is_close_to_fp32(exported):
+def test_int8_export_is_static_qdq_and_within_2_percent_of_fp32(exported):
+    import onnx
+
     _, folder, record = exported
-    assert 0.0 < record["int8_mean_relative_difference"] < 0.05
-    photo = _photo(HEIGHT, WIDTH, index=2)
+    quantization = record["int8_quantization"]
+    assert quantization["mode"] == "static" and quantization["format"] == "QDQ (static)"
+    assert quantization["calibration"] == "MinMax" and quantization["calibration_images"] == 2
+    assert quantization["activation_type"] == "QUInt8" and quantization["weight_type"] == "QInt8 per channel"
+    assert quantization["quantized_matmuls"] > 0 and quantization["fp32_matmuls"] > 0
+    assert json.loads((folder / "export_config.json").read_text())["int8_quantization"] == quantization
+    assert "static QDQ" in (folder / "README.md").read_text()
+    ops = [node.op_type for node in onnx.load(str(folder / "model_int8.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
+    assert 0.0 < record["int8_mean_relative_difference"] < 0.02
+    photo = _photo(HEIGHT, WIDTH, index=2)  # not one of the calibration photos
     fp32 = OnnxDepthEstimator(folder)(photo)
     int8 = OnnxDepthEstimator(folder, model_file="model_int8.onnx")(photo)
+    assert int8.shape == fp32.shape == (HEIGHT, WIDTH)
     assert (folder / "model_int8.onnx").stat().st_size < 0.6 * (folder / "model.onnx").stat().st_size
-    assert 0.0 < np.mean(np.abs(int8 - fp32) / fp32) < 0.05
+    assert 0.0 < np.mean(np.abs(int8 - fp32) / fp32) < 0.02
+
+
+def test_dynamic_int8_is_the_default_and_skips_the_position_bias_mlp(exported, tmp_path):
+    import onnx
+
+    _, folder, _ = exported
+    record = quantize_int8(folder / "model.onnx", tmp_path / "dynamic.onnx")
+    assert record["mode"] == "dynamic" and "calibration" not in record
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node]
+    assert "DynamicQuantizeLinear" in ops and "QuantizeLinear" not in ops
+    assert record["quantized_matmuls"] == ops.count("MatMulInteger")
+    for node in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node:  # constant inputs stay fp32 (folded at load)
+        assert node.op_type != "MatMulInteger" or "continuous_position_bias_mlp" not in node.name
+    pixel_values, _ = letterbox(_photo(HEIGHT, WIDTH, index=2), HEIGHT, WIDTH)
+    fp32 = onnxruntime_depth(folder / "model.onnx", pixel_values)
+    dynamic = onnxruntime_depth(tmp_path / "dynamic.onnx", pixel_values)
+    assert 0.0 < np.mean(np.abs(dynamic - fp32) / fp32) < 0.02
+
+
+def test_cli_int8_mode_static_is_recorded(tmp_path):
+    checkpoint = _checkpoint(tmp_path / "checkpoint")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(_photo(HEIGHT, WIDTH, index=4)).save(photo)
+    args = ["export", "onnx", str(checkpoint), str(tmp_path / "out"), "--height", str(HEIGHT), "--width", str(WIDTH)]
+    assert main([*args, "--quantize", "int8", "--int8-mode", "static", "--images", str(photo)]) == 0
+    config = json.loads((tmp_path / "out" / "export_config.json").read_text())
+    assert config["int8_quantization"]["mode"] == "static" and config["int8_quantization"]["calibration_images"] == 1
+    assert 0.0 < config["int8_mean_relative_difference"] < 0.02
+    depth = OnnxDepthEstimator(tmp_path / "out", model_file="model_int8.onnx")(_photo(HEIGHT, WIDTH, index=5))
+    assert depth.shape == (HEIGHT, WIDTH) and np.isfinite(depth).all() and depth.min() > 0
+
+
+@pytest.mark.parametrize(
+    "calibration,mode,message",
+    [
+        ([], "static", "needs calibration images: got none"),
+        (None, "static", "needs calibration images: got none"),
+        ([np.zeros((1, 3))], "static", "calibration image 0: expected (3, H, W) pixel values"),
+        ([np.zeros((3, 96, 128), np.float32), np.zeros((3, 64, 128), np.float32)], "static", "differs from"),
+        ([np.full((3, 96, 128), np.nan, np.float32)], "static", "not all finite"),
+        ([np.zeros((3, 96, 128), np.float32)], "weekly", "int8 mode must be one of static, dynamic"),
+    ],
+)
+def test_bad_int8_calibration_is_a_one_line_error(exported, tmp_path, calibration, mode, message):
+    _, folder, _ = exported
+    with pytest.raises(OnnxExportError) as raised:
+        quantize_int8(folder / "model.onnx", tmp_path / "int8.onnx", calibration=calibration, mode=mode)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert not (tmp_path / "int8.onnx").exists()
 
 
 def test_resize_bilinear_matches_torch():

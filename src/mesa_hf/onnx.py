@@ -154,7 +154,7 @@ class OnnxDepthEstimator:
 
     Args:
         export_dir: the folder `mesa-hf export onnx` wrote.
-        model_file: `"model.onnx"` (fp32) or `"model_int8.onnx"` (dynamic int8, when exported with it).
+        model_file: `"model.onnx"` (fp32) or `"model_int8.onnx"` (int8, when exported with it).
         threads: ONNX Runtime intra-op threads (0 = its default).
         providers: ONNX Runtime execution providers (default: CPU).
 
@@ -343,35 +343,166 @@ depth = OnnxDepthEstimator("{folder}")("photo.jpg")  # (H, W) float32 metres at 
 """
 
 
-def quantize_int8(model_path: str | os.PathLike, int8_path: str | os.PathLike, per_channel: bool = True) -> dict:
-    """Dynamic int8 quantisation of `model_path` into `int8_path` (ONNX Runtime `quantize_dynamic`).
+INT8_MODES = ("static", "dynamic")
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile"}
+INT8_ACTIVATION_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
+PERCENTILE = 99.999
 
-    Only the MatMul/Gemm nodes with a constant weight are quantised (int8 weights, per output channel when
-    `per_channel`; activations quantised per call); the attention's activation x activation MatMuls (q k^T and
-    attn v, the largest tensors of the graph) and the convolutions stay fp32: quantising those costs more in
-    per-call activation quantisation than it saves (measured in benchmarks/inference.py --deploy).
 
-    Returns {"quantized_nodes": n, "fp32_matmuls": m}.
+def _matmul_roles(model_path: str | os.PathLike) -> dict[str, list[str]]:
+    """The MatMul/Gemm node names of the graph by role.
+
+    ``weighted``: a constant weight and an input that depends on the image (what int8 pays for); ``constant``: every
+    input constant (Swin-V2's continuous position bias MLP, which ONNX Runtime folds at load as long as it stays
+    fp32); ``activation``: activation x activation (the attention's q k^T and attn v).
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     constants = {tensor.name for tensor in graph.initializer}
     constants |= {output for node in graph.node if node.op_type == "Constant" for output in node.output}
-    weighted, activation_only = [], []
-    for node in graph.node:
+    live = {value.name for value in graph.input} - constants
+    roles: dict[str, list[str]] = {"weighted": [], "constant": [], "activation": []}
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        depends = any(name in live for name in node.input if name)
+        if depends:
+            live.update(node.output)
         if node.op_type in ("MatMul", "Gemm"):
-            (weighted if any(name in constants for name in node.input[:2]) else activation_only).append(node.name)
-    quantize_dynamic(
-        str(model_path),
-        str(int8_path),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        nodes_to_exclude=activation_only,
+            if not depends:
+                roles["constant"].append(node.name)
+            elif any(name in constants for name in node.input[:2]):
+                roles["weighted"].append(node.name)
+            else:
+                roles["activation"].append(node.name)
+    return roles
+
+
+def calibration_reader(pixel_values: Sequence[np.ndarray], input_name: str = ONNX_INPUT_NAME) -> Any:
+    """An ONNX Runtime `CalibrationDataReader` feeding each (3, H, W) or (1, 3, H, W) float32 array once."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    batches = [
+        np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(1, *np.shape(x)[-3:])) for x in pixel_values
+    ]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter({input_name: batch} for batch in batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    return Reader()
+
+
+def quantize_int8(
+    model_path: str | os.PathLike,
+    int8_path: str | os.PathLike,
+    calibration: Sequence[np.ndarray] | None = None,
+    mode: str = "dynamic",
+    per_channel: bool = True,
+    method: str = "minmax",
+    activation_type: str = "uint8",
+) -> dict[str, Any]:
+    """int8 quantisation of `model_path` into `int8_path` with ONNX Runtime's quantisation tools.
+
+    Only the MatMul/Gemm nodes with a constant weight and an image-dependent input are quantised (int8 weights, per
+    output channel when `per_channel`); the attention's activation x activation MatMuls (q k^T, attn v), the
+    position-bias MLP (constant inputs, folded by ONNX Runtime at load only while fp32: quantised, it was recomputed
+    on every call, which made the earlier int8 model slower than fp32) and the convolutions stay fp32 (measured: the
+    convolutions in int8 cost accuracy for no speed on CPU; docs/export.md).
+
+    * ``mode="dynamic"`` (default): `quantize_dynamic`, int8 weights, activations quantised on every call, no
+      calibration (`calibration` is not used). Measured on a 2-core AVX2 CPU as fast as static and as accurate
+      (more accurate than static calibrated on photos unlike the test photos).
+    * ``mode="static"``: `quantize_static`, QDQ format (QuantizeLinear/DequantizeLinear pairs that ONNX
+      Runtime fuses into QLinearMatMul), `activation_type` activations whose ranges come from running
+      `calibration`, the (3, H, W) float32 pixel values of photos preprocessed as `OnnxDepthEstimator` does,
+      through the graph (`method` ``"minmax"`` or ``"percentile"``). `quant_pre_process` runs first with shape
+      inference only (its graph optimisation would fold the relative-position biases into large constants).
+
+    Returns the record for `export_config.json`: mode, format, types, calibration, node counts.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in INT8_MODES:
+        raise OnnxExportError(f"int8 mode must be one of {', '.join(INT8_MODES)}, got {mode!r}")
+    if method not in CALIBRATION_METHODS:
+        raise OnnxExportError(f"int8 calibration must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    if activation_type not in INT8_ACTIVATION_TYPES:
+        raise OnnxExportError(f"int8 activation type must be uint8 or int8, got {activation_type!r}")
+    roles = _matmul_roles(model_path)
+    fp32_nodes = roles["activation"] + roles["constant"]
+    record: dict[str, Any] = {
+        "mode": mode,
+        "weight_type": "QInt8 per channel" if per_channel else "QInt8 per tensor",
+        "quantized_matmuls": len(roles["weighted"]),
+        "fp32_matmuls": len(fp32_nodes),
+    }
+    if mode == "dynamic":
+        quantize_dynamic(
+            str(model_path),
+            str(int8_path),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=fp32_nodes,
+        )
+        return {**record, "format": "QOperator (dynamic)", "activation_type": "dynamic per call"}
+    calibration = [] if calibration is None else list(calibration)
+    if not calibration:
+        raise OnnxExportError("static int8 quantisation needs calibration images: got none")
+    expected = None
+    for index, values in enumerate(calibration):
+        shape = np.shape(values)
+        if len(shape) not in (3, 4) or (len(shape) == 4 and shape[0] != 1) or shape[-3] != 3:
+            raise OnnxExportError(f"calibration image {index}: expected (3, H, W) pixel values, got shape {shape}")
+        if expected is not None and shape[-3:] != expected:
+            raise OnnxExportError(f"calibration image {index}: shape {shape[-3:]} differs from {expected}")
+        if not np.isfinite(values).all():
+            raise OnnxExportError(f"calibration image {index}: pixel values are not all finite")
+        expected = shape[-3:]
+    extra = {"MatMulConstBOnly": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = PERCENTILE
+    int8_path = Path(int8_path)
+    prepared = int8_path.with_name(int8_path.stem + ".shapes.onnx")
+    try:
+        quant_pre_process(str(model_path), str(prepared), skip_optimization=True)
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            calibration_reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=fp32_nodes,
+            per_channel=per_channel,
+            activation_type=getattr(QuantType, INT8_ACTIVATION_TYPES[activation_type]),
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+            extra_options=extra,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return {
+        **record,
+        "format": "QDQ (static)",
+        "activation_type": INT8_ACTIVATION_TYPES[activation_type],
+        "calibration": CALIBRATION_METHODS[method] + (f" {PERCENTILE}" if method == "percentile" else ""),
+        "calibration_images": len(calibration),
+    }
+
+
+def _int8_summary(quantization: dict[str, Any]) -> str:
+    """One phrase for logs and the README: how `model_int8.onnx` was quantised."""
+    if quantization["mode"] == "dynamic":
+        return f"dynamic, {quantization['weight_type']} MatMul/Gemm weights, activations quantised per call"
+    return (
+        f"static QDQ, {quantization['weight_type']} MatMul/Gemm weights, {quantization['activation_type']} "
+        f"activations calibrated ({quantization['calibration']}) on {quantization['calibration_images']} images; "
+        "attention and convolutions fp32"
     )
-    return {"quantized_nodes": len(weighted), "fp32_matmuls": len(activation_only)}
 
 
 def export_onnx(
@@ -382,6 +513,7 @@ def export_onnx(
     opset: int = 17,
     dynamic_batch: bool = False,
     quantize: str | None = None,
+    int8_mode: str = "dynamic",
     exporter: str = "auto",
     images: Sequence[Any] | None = None,
     tolerance: float = DEFAULT_TOLERANCE_M,
@@ -397,8 +529,10 @@ def export_onnx(
         dynamic_batch: a symbolic batch axis (checked at batch 1 and 2).
         exporter: `"torchscript"`, `"dynamo"` or `"auto"`: the TorchScript exporter below opset 18 (the dynamo
             exporter writes opset 18 and cannot convert this graph down), dynamo from 18.
-        quantize: `"int8"` adds `model_int8.onnx` (ONNX Runtime dynamic quantisation: int8 weights of MatMul/Gemm).
-        images: verification / int8 accuracy photos (paths, folders, PIL or arrays); default: rendered photos.
+        quantize: `"int8"` adds `model_int8.onnx` (see `quantize_int8`).
+        int8_mode: `"dynamic"` (`quantize_dynamic`, the default) or `"static"` (QDQ, calibrated on `images`).
+        images: verification, int8 calibration and int8 accuracy photos (paths, folders, PIL or arrays); default:
+            rendered photos.
         tolerance: largest allowed |ORT - PyTorch| depth difference in metres.
 
     Returns:
@@ -413,6 +547,8 @@ def export_onnx(
         raise OnnxExportError(f"the dynamo exporter writes opset 18 or later, got --opset {opset}")
     if quantize not in (None, "int8"):
         raise OnnxExportError(f"--quantize must be int8, got {quantize!r}")
+    if int8_mode not in INT8_MODES:
+        raise OnnxExportError(f"--int8-mode must be one of {', '.join(INT8_MODES)}, got {int8_mode!r}")
     photos = _collect_images(images)
 
     import onnx
@@ -520,7 +656,9 @@ def export_onnx(
             )
         if quantize == "int8":
             int8_path = folder / INT8_MODEL_FILE
-            record["int8_quantization"] = quantize_int8(model_path, int8_path)
+            record["int8_quantization"] = quantize_int8(
+                model_path, int8_path, calibration=[values for values, _ in inputs], mode=int8_mode
+            )
             int8_session = onnxruntime.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
             fp32 = [session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: b})[0] for b in batches[: len(pixel_values)]]
             int8 = [int8_session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: b})[0] for b in batches[: len(pixel_values)]]
@@ -532,9 +670,9 @@ def export_onnx(
             record["int8_mean_relative_difference"] = difference
             record["int8_max_abs_diff_m"] = max(float(np.abs(a - b).max()) for a, b in zip(fp32, int8, strict=True))
             log(
-                f"int8 (per-channel MatMul/Gemm weights, attention fp32) vs fp32 export on {len(fp32)} images: "
-                f"mean relative difference "
-                f"{100 * difference:.2f} %, max |difference| {record['int8_max_abs_diff_m']:.3f} m"
+                f"int8 ({_int8_summary(record['int8_quantization'])}) vs fp32 export on {len(fp32)} images: "
+                f"mean relative difference {100 * difference:.2f} %, max |difference| "
+                f"{record['int8_max_abs_diff_m']:.3f} m"
             )
         processor_copy = type(processor).from_dict(processor.to_dict())
         processor_copy.size = {"height": height, "width": width}
@@ -551,7 +689,9 @@ def export_onnx(
                 checkpoint=checkpoint,
                 exporter=exporter,
                 opset=opset,
-                int8_row="| `model_int8.onnx` | int8 weights (dynamic quantisation) |\n" if quantize else "",
+                int8_row=f"| `model_int8.onnx` | int8: {_int8_summary(record['int8_quantization'])} |\n"
+                if quantize
+                else "",
                 input_name=ONNX_INPUT_NAME,
                 output_name=ONNX_OUTPUT_NAME,
                 batch="batch" if dynamic_batch else 1,
@@ -594,6 +734,12 @@ def add_export_arguments(parser: Any) -> None:
     parser.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (default: batch 1)")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="also write model_int8.onnx")
     parser.add_argument(
+        "--int8-mode",
+        choices=INT8_MODES,
+        default="dynamic",
+        help="int8 quantisation: dynamic (default) or static QDQ calibrated on --images",
+    )
+    parser.add_argument(
         "--exporter", choices=["auto", "torchscript", "dynamo"], default="auto", help="torch.onnx exporter"
     )
     parser.add_argument(
@@ -615,6 +761,7 @@ def run_export(args: Any) -> int:
             opset=args.opset,
             dynamic_batch=args.dynamic_batch,
             quantize=args.quantize,
+            int8_mode=args.int8_mode,
             exporter=args.exporter,
             images=args.images,
             tolerance=args.tolerance,
