@@ -427,15 +427,15 @@ def main() -> None:
         return
 
     repeats = args.repeats or (1 if args.quick else 3)
+    deploy = (
+        tuple(args.rows),
+        tuple(args.batches),
+        args.rounds,
+        args.accuracy_checkpoint,
+        args.accuracy_images,
+        args.interleave,
+    )
     if args.deploy:
-        deploy = (
-            tuple(args.rows),
-            tuple(args.batches),
-            args.rounds,
-            args.accuracy_checkpoint,
-            args.accuracy_images,
-            args.interleave,
-        )
         run_deploy(repeats, args.threads, *deploy)
         if not args.no_pipeline:
             print_pipeline_overhead(repeats, args.device)
@@ -462,14 +462,6 @@ def main() -> None:
             f"| {r['model']} | {r['params_m']:.1f} | {r['batch']} | {r['dtype']} | {r['latency_s']:.3f} | "
             f"{r['batch'] / r['latency_s']:.2f} | {r['peak_mib']:.0f} | {ratio:.2f} |"
         )
-    deploy = (
-        tuple(args.rows),
-        tuple(args.batches),
-        args.rounds,
-        args.accuracy_checkpoint,
-        args.accuracy_images,
-        args.interleave,
-    )
     run_deploy(repeats, args.threads, *deploy)
     print_pipeline_overhead(repeats, args.device)
 

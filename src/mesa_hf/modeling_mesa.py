@@ -500,6 +500,34 @@ class MeSaPoseNetwork(nn.Module):
         return pose_vec_to_matrix(axisangle, translation, invert=invert)
 
 
+def _to_image_size(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """`depth` (B, 1, h, w) bilinearly resized to `image`'s (H, W) (unchanged when it is already that size)."""
+    if depth.shape[-2:] == image.shape[-2:]:
+        return depth
+    return F.interpolate(depth, size=image.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def reprojection_errors(
+    depth: torch.Tensor,
+    target_image: torch.Tensor,
+    source_images: torch.Tensor,
+    poses: torch.Tensor,
+    intrinsics: torch.Tensor,
+    ssim_weight: float,
+) -> torch.Tensor:
+    """Photometric error (B, S, H, W) of each source (`source_images` (B, S, 3, H, W) in [0, 1], `poses` (B, S, 4, 4)
+    target->source) warped into `target_image` (B, 3, H, W) with `depth` (B, 1, H, W) metres and `intrinsics`."""
+    return torch.cat(
+        [
+            photometric_error(
+                warp_frame(source_images[:, j], depth, poses[:, j], intrinsics)[0], target_image, ssim_weight
+            )
+            for j in range(poses.shape[1])
+        ],
+        dim=1,
+    )
+
+
 def self_supervised_scale_loss(
     scale_depth: torch.Tensor,
     target_image: torch.Tensor,
@@ -520,18 +548,8 @@ def self_supervised_scale_loss(
     `smoothness_weight` (the caller's ``smoothness_weight / 2**scale``). Returns ``(loss, auto_mask (B, 1, H, W))``.
     """
     height, width = target_image.shape[-2:]
-    full_depth = scale_depth
-    if scale_depth.shape[-2:] != (height, width):
-        full_depth = F.interpolate(scale_depth, size=(height, width), mode="bilinear", align_corners=False)
-    reprojection = torch.cat(
-        [
-            photometric_error(
-                warp_frame(source_images[:, j], full_depth, poses[:, j], intrinsics)[0], target_image, ssim_weight
-            )
-            for j in range(poses.shape[1])
-        ],
-        dim=1,
-    )
+    full_depth = _to_image_size(scale_depth, target_image)
+    reprojection = reprojection_errors(full_depth, target_image, source_images, poses, intrinsics, ssim_weight)
     per_pixel, auto_mask = min_reprojection_loss(reprojection, identity_errors)
     image = target_image
     if scale_depth.shape[-2:] != (height, width):
@@ -564,24 +582,14 @@ def photometric_depth_scale(
     low, high = scale_range
     if not 0 < low < 1 < high or coarse_steps < 2 or fine_steps < 1:
         raise ValueError(f"need 0 < low < 1 < high and coarse_steps >= 2, got {scale_range}, {coarse_steps}")
-    height, width = target_image.shape[-2:]
-    if depth.shape[-2:] != (height, width):
-        depth = F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=False)
+    depth = _to_image_size(depth, target_image)
     batch = depth.shape[0]
 
     def errors_of(factors: torch.Tensor) -> torch.Tensor:  # (B, K) factors -> (B, K) mean per-image losses
         columns = []
         for k in range(factors.shape[1]):
             scaled = depth * factors[:, k].view(batch, 1, 1, 1)
-            reprojection = torch.cat(
-                [
-                    photometric_error(
-                        warp_frame(source_images[:, j], scaled, poses[:, j], intrinsics)[0], target_image, ssim_weight
-                    )
-                    for j in range(poses.shape[1])
-                ],
-                dim=1,
-            )
+            reprojection = reprojection_errors(scaled, target_image, source_images, poses, intrinsics, ssim_weight)
             columns.append(min_reprojection_loss(reprojection, identity_errors)[0].flatten(1).mean(1))
         return torch.stack(columns, dim=1)
 
@@ -589,10 +597,9 @@ def photometric_depth_scale(
     step = (log_high - log_low) / (coarse_steps - 1)
     coarse = torch.linspace(log_low, log_high, coarse_steps, device=depth.device).exp().expand(batch, -1)
     best = coarse.gather(1, errors_of(coarse).argmin(1, keepdim=True))
-    offsets = torch.linspace(-step / 2, step / 2, fine_steps, device=depth.device).exp() if fine_steps > 1 else None
-    if offsets is None:
+    if fine_steps == 1:
         return best[:, 0]
-    fine = best * offsets[None]
+    fine = best * torch.linspace(-step / 2, step / 2, fine_steps, device=depth.device).exp()[None]
     return fine.gather(1, errors_of(fine).argmin(1, keepdim=True))[:, 0]
 
 
@@ -744,5 +751,6 @@ __all__ = [
     "MeSaPreTrainedModel",
     "MeSaSelfSupervisedOutput",
     "photometric_depth_scale",
+    "reprojection_errors",
     "self_supervised_scale_loss",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..evaluation.metrics import median_scale
-from ..geometry import relative_pose, warp_frame
+from ..geometry import relative_pose
 from ..losses import photometric_error
 
 DEPTH_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, 7.0), (7.0, float("inf")))  # metres, for the scale sweep
@@ -63,17 +63,9 @@ class ClipBatch:
 
 def warped_errors(batch: ClipBatch, depth: torch.Tensor, ssim_weight: float = 0.85) -> torch.Tensor:
     """Photometric error (B, S, H, W) of each source warped into the target with `depth` (B, 1, H, W) metres."""
-    return torch.cat(
-        [
-            photometric_error(
-                warp_frame(batch.sources[:, j], depth, batch.poses[:, j], batch.intrinsics)[0],
-                batch.target,
-                ssim_weight,
-            )
-            for j in range(batch.num_sources)
-        ],
-        dim=1,
-    )
+    from ..modeling_mesa import reprojection_errors
+
+    return reprojection_errors(depth, batch.target, batch.sources, batch.poses, batch.intrinsics, ssim_weight)
 
 
 def unwarped_errors(batch: ClipBatch, ssim_weight: float = 0.85) -> torch.Tensor:
